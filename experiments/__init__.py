@@ -1,0 +1,1 @@
+"""Sacred experiments (one module each) and their tracking: file records and W&B."""

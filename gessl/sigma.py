@@ -1,0 +1,109 @@
+"""The σ-measurement: how far a model's task classifier is from the optimal task-specific one.
+
+Two directions, never mixed (theory.md §0, §C.2):
+
+* :func:`sigma` — the paper's definition as reported for v4 (Definition 3.2, via a third-party
+  review; paper.md §1.4bis, tag [SRC-2nd]):
+  ``σ(f) = E_tasks Σ_{x ∈ task} KL(π_f(x) ‖ π_{f*}(x))``, π the softmax over the task's N classes.
+* :func:`sigma_excess` — the reverse direction ``E_tasks Σ_x KL(π_{f*}(x) ‖ π_f(x))``. When
+  ``f*`` is the Bayes posterior this equals ``n_query × (E InfoNCE(f) − E InfoNCE(f*))``
+  (the excess task loss), which is why it carries that name.
+
+Both take *log-probabilities* ``[tasks, queries, N]`` (or ``[queries, N]`` for one task), sum the
+per-query KL over queries and average over tasks. Nothing is computed as ``log(softmax)``: KL is
+``Σ exp(lp)·(lp − lq)`` from log-probabilities, with ``0·log 0 = 0``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["kl_rows", "sigma", "sigma_excess", "sigma_from_logits"]
+
+_NORM_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def _check_log_probs(lp: Tensor, name: str) -> None:
+    if not isinstance(lp, Tensor) or not lp.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor of log-probabilities")
+    if lp.dim() not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape [queries, N] or [tasks, queries, N], got {tuple(lp.shape)}"
+        )
+    if lp.shape[-1] < 2:
+        raise ValueError(f"{name} has N={lp.shape[-1]} classes; a task needs N >= 2")
+    if bool(torch.isnan(lp).any()) or bool((lp == float("inf")).any()):
+        raise ValueError(f"{name} contains nan or +inf")
+    err = (torch.logsumexp(lp.detach(), dim=-1)).abs().max()
+    if float(err) > _NORM_TOL.get(lp.dtype, 1e-4):
+        raise ValueError(
+            f"{name} rows are not normalised log-probabilities "
+            f"(max |logsumexp| = {float(err):.3g}); "
+            "pass log_softmax(logits), or use sigma_from_logits"
+        )
+
+
+def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """Row-wise ``KL(p ‖ q) = Σ_k p_k (log p_k − log q_k)`` over the last dim, from log-probs.
+
+    Entries with ``p_k = 0`` contribute 0 even where ``log q_k = −inf``; ``q_k = 0 < p_k`` gives
+    ``+inf``, as it should.
+    """
+    p = log_p.exp()
+    diff = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
+    return (p * diff).sum(dim=-1)
+
+
+def _reduce(per_query: Tensor) -> Tensor:
+    per_task = per_query.sum(dim=-1)  # Σ over queries
+    return per_task.mean() if per_task.dim() == 1 else per_task
+
+
+def _validate_pair(log_p_model: Tensor, log_p_opt: Tensor, validate: bool = True) -> None:
+    if not validate:
+        if log_p_model.shape != log_p_opt.shape:
+            raise ValueError("log_p_model and log_p_opt must have the same shape")
+        return
+    _check_log_probs(log_p_model, "log_p_model")
+    _check_log_probs(log_p_opt, "log_p_opt")
+    if log_p_model.shape != log_p_opt.shape:
+        raise ValueError(
+            f"log_p_model and log_p_opt must have the same shape, got "
+            f"{tuple(log_p_model.shape)} and {tuple(log_p_opt.shape)}"
+        )
+
+
+def sigma(log_p_model: Tensor, log_p_opt: Tensor, validate: bool = True) -> Tensor:
+    """σ in the paper's direction: mean over tasks of ``Σ_queries KL(π_model ‖ π_opt)``.
+
+    Args:
+        log_p_model: ``[tasks, queries, N]`` or ``[queries, N]`` log-probabilities of the model's
+            task classifier.
+        log_p_opt: same shape, the optimal task-specific model's log-probabilities (from a
+            provider: Bayes posterior, a trained copy, or GeSSL's look-ahead model).
+        validate: check shapes, finiteness and normalisation (one extra log-sum-exp pass);
+            ``False`` in hot loops whose inputs come straight from ``log_softmax``.
+
+    Returns:
+        0-dim tensor, ≥ 0, and 0 iff the two classifiers agree on every query.
+    """
+    _validate_pair(log_p_model, log_p_opt, validate)
+    return _reduce(kl_rows(log_p_model, log_p_opt))
+
+
+def sigma_excess(log_p_model: Tensor, log_p_opt: Tensor, validate: bool = True) -> Tensor:
+    """The reverse direction: mean over tasks of ``Σ_queries KL(π_opt ‖ π_model)``.
+
+    With ``π_opt`` the Bayes posterior this is ``n_query ×`` the excess cross-entropy of the model
+    over the Bayes classifier, in expectation over the queries' labels (theory.md §0).
+    """
+    _validate_pair(log_p_model, log_p_opt, validate)
+    return _reduce(kl_rows(log_p_opt, log_p_model))
+
+
+def sigma_from_logits(logits_model: Tensor, logits_opt: Tensor, excess: bool = False) -> Tensor:
+    """:func:`sigma` (or :func:`sigma_excess` with ``excess=True``) from unnormalised logits."""
+    lp_m = torch.log_softmax(logits_model, dim=-1)
+    lp_o = torch.log_softmax(logits_opt, dim=-1)
+    return sigma_excess(lp_m, lp_o) if excess else sigma(lp_m, lp_o)

@@ -1,0 +1,1 @@
+"""Figures and tables regenerated from the run records under runs/."""

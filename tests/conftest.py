@@ -1,0 +1,26 @@
+"""Test-wide settings: hypothesis profiles, tracking kept offline and out of the home folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from hypothesis import HealthCheck, settings
+
+# W&B must never reach the network or write under $HOME from the tests.
+_tmp = tempfile.mkdtemp(prefix="gessl-tests-")
+os.environ.setdefault("WANDB_MODE", "disabled")
+for _var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+    os.environ.setdefault(_var, _tmp)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+settings.register_profile(
+    "ci",
+    deadline=None,
+    max_examples=30,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None, max_examples=50)
+settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "dev"))
