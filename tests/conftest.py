@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 # W&B must never reach the network or write under $HOME from the tests.
@@ -24,3 +25,23 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=50)
 settings.load_profile(os.getenv("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def false_claim():
+    """Register the deliberately false claim ``false_mi_bound`` for one test."""
+    from tests.theory.false_claims import false_mi_claim
+    from theory.claims import Claim, register, unregister
+
+    c = register(
+        Claim(
+            "false_mi_bound",
+            "MI bound with I/10 (deliberately false)",
+            "test",
+            "[R]",
+            "exact",
+            false_mi_claim,
+        )
+    )
+    yield c
+    unregister("false_mi_bound")

@@ -110,19 +110,28 @@ def builtin_card_path(name: str) -> str:
 
 
 def check_embeddings(
-    z1: Any, z2: Any, names: tuple[str, str] = ("z1", "z2"), same_shape: bool = True
+    z1: Any,
+    z2: Any,
+    names: tuple[str, str] = ("z1", "z2"),
+    same_shape: bool = True,
+    allow_tasks: bool = False,
 ) -> None:
-    """Validate a pair of [N, D] embedding batches; raise ``ValueError`` naming the argument."""
+    """Validate a pair of [N, D] embedding batches; raise ``ValueError`` naming the argument.
+
+    With ``allow_tasks``, ``[T, N, D]`` (T tasks of N samples) is accepted too.
+    """
+    dims = (2, 3) if allow_tasks else (2,)
+    shape_txt = "[N, D] or [T, N, D]" if allow_tasks else "[N, D]"
     for z, nm in zip((z1, z2), names, strict=True):
         if not isinstance(z, Tensor):
             raise ValueError(f"{nm} must be a torch.Tensor, got {type(z).__name__}")
-        if z.dim() != 2:
-            raise ValueError(f"{nm} must have shape [N, D], got shape {tuple(z.shape)}")
+        if z.dim() not in dims:
+            raise ValueError(f"{nm} must have shape {shape_txt}, got shape {tuple(z.shape)}")
         if not z.is_floating_point():
             raise ValueError(f"{nm} must be a floating-point tensor, got {z.dtype}")
-        if z.shape[0] < 2:
-            raise ValueError(f"{nm} has batch size {z.shape[0]}; these losses need N >= 2")
-        if z.shape[1] < 1:
+        if z.shape[-2] < 2:
+            raise ValueError(f"{nm} has batch size {z.shape[-2]}; these losses need N >= 2")
+        if z.shape[-1] < 1:
             raise ValueError(f"{nm} has feature dimension 0")
         if not bool(torch.isfinite(z).all()):
             raise ValueError(f"{nm} contains non-finite values (nan or inf)")

@@ -40,6 +40,7 @@ def infonce(
 
     Args:
         z1, z2: ``[N, D]`` embeddings of two views; row ``i`` of each comes from sample ``i``.
+            ``[T, N, D]`` evaluates T tasks at once and returns the mean over tasks.
         temperature: τ > 0. Default 0.07 (Wu et al. 2018 / MoCo; the same group's PID-SSL code,
             paper.md §1.1). CPC itself has no temperature.
         similarity: ``"cosine"`` (default) or ``"dot"``, the raw inner-product critic under which
@@ -49,14 +50,19 @@ def infonce(
     Terms: ``z1_to_z2`` (and ``z2_to_z1`` if symmetric).
     Collapse (all embeddings equal): exactly ``log N``.
     """
-    check_embeddings(z1, z2)
+    check_embeddings(z1, z2, allow_tasks=True)
     check_positive("temperature", temperature)
     check_choice("similarity", similarity, SIMILARITIES)
-    labels = task_labels(z1.shape[0], device=z1.device)
-    l12 = F.cross_entropy(task_logits(z1, z2, temperature, similarity), labels)
+    n = z1.shape[-2]
+    labels = task_labels(n, device=z1.device).expand(z1.shape[:-1]).reshape(-1)
+
+    def ce(a: Tensor, b: Tensor) -> Tensor:
+        return F.cross_entropy(task_logits(a, b, temperature, similarity).reshape(-1, n), labels)
+
+    l12 = ce(z1, z2)
     if not symmetric:
         return LossOutput(l12, {"z1_to_z2": l12})
-    l21 = F.cross_entropy(task_logits(z2, z1, temperature, similarity), labels)
+    l21 = ce(z2, z1)
     return LossOutput((l12 + l21) / 2, {"z1_to_z2": l12, "z2_to_z1": l21})
 
 

@@ -31,6 +31,7 @@ def barlow_twins(
     scale: float = 1.0,
     eps: float = 1e-5,
     check_rank: bool = False,
+    batchnorm: bool = True,
 ) -> LossOutput:
     """Barlow Twins (Zbontar et al. 2021, arXiv 2103.03230, eqs. 1–2).
 
@@ -46,6 +47,9 @@ def barlow_twins(
             loss is exactly invariant to per-feature positive affine maps of each view.
         check_rank: raise ``ValueError`` if ``D >= N``: BN centres the columns, so rank(C) ≤ N − 1
             and ``C = I`` (loss 0) is then unreachable (theory.md §B4.2).
+        batchnorm: standardise features (the method). ``False`` uses the raw cross-correlation
+            ``C = z1ᵀz2/N``, the linearised model of Simon et al. 2023 (arXiv 2303.15438), whose
+            loss with ``lambda_offdiag=1`` is ``‖C − I‖²_F``.
 
     Terms: ``on_diagonal`` = Σ(1 − C_ii)², ``off_diagonal`` = Σ_{i≠j} C_ij² (both unscaled).
     Collapse (all equal, eps > 0): C = 0, so L = scale · D.
@@ -65,7 +69,7 @@ def barlow_twins(
         zc = z - z.mean(dim=0)
         return zc / torch.sqrt(zc.pow(2).mean(dim=0) + eps)
 
-    c = bn(z1).T @ bn(z2) / n
+    c = (bn(z1).T @ bn(z2) if batchnorm else z1.T @ z2) / n
     on = (1 - torch.diagonal(c)).pow(2).sum()
     off = off_diagonal(c).pow(2).sum()
     return LossOutput(scale * (on + lambda_offdiag * off), {"on_diagonal": on, "off_diagonal": off})

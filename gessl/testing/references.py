@@ -87,7 +87,9 @@ def simsiam(z1, z2, stop_gradient=True) -> float:
     return float(-np.mean(np.sum(_unit(_a(z1)) * _unit(_a(z2)), axis=1)))
 
 
-def barlow_twins(z1, z2, lambda_offdiag=5e-3, scale=1.0, eps=1e-5, check_rank=False) -> float:
+def barlow_twins(
+    z1, z2, lambda_offdiag=5e-3, scale=1.0, eps=1e-5, check_rank=False, batchnorm=True
+) -> float:
     """Barlow Twins eq. 2: ``C_ij = Σ_b ẑ1_bi ẑ2_bj / N`` (standardised), loss
     ``Σ(1−C_ii)² + λΣ_{i≠j}C_ij²``."""
     z1, z2 = _a(z1), _a(z2)
@@ -98,7 +100,7 @@ def barlow_twins(z1, z2, lambda_offdiag=5e-3, scale=1.0, eps=1e-5, check_rank=Fa
         var = ((z - mu) ** 2).sum(axis=0) / n
         return (z - mu) / np.sqrt(var + eps)
 
-    a, b = standardise(z1), standardise(z2)
+    a, b = (standardise(z1), standardise(z2)) if batchnorm else (z1, z2)
     c = np.zeros((d, d))
     for i in range(d):
         for j in range(d):

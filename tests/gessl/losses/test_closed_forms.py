@@ -171,3 +171,17 @@ def test_sinkhorn_equipartition():
     assert torch.allclose(q.sum(dim=0), torch.full((4,), 2.0, dtype=f64), atol=1e-6)
     # log-domain: tiny epsilon does not overflow
     assert torch.isfinite(sinkhorn_knopp(s, epsilon=1e-4, iterations=3)).all()
+
+
+def test_infonce_batched_over_tasks_is_the_mean_of_tasks():
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = (
+        torch.randn(3, 6, 4, generator=g, dtype=f64),
+        torch.randn(3, 6, 4, generator=g, dtype=f64),
+    )
+    per_task = [float(infonce(z1[t], z2[t], temperature=0.3).loss) for t in range(3)]
+    got = float(infonce(z1, z2, temperature=0.3).loss)
+    assert got == pytest.approx(sum(per_task) / 3, rel=1e-13)
+    sym = float(infonce(z1, z2, symmetric=True).loss)
+    want = sum(float(infonce(z1[t], z2[t], symmetric=True).loss) for t in range(3)) / 3
+    assert sym == pytest.approx(want, rel=1e-13)

@@ -22,6 +22,7 @@ CASES = [
     ("simsiam", {}, ()),
     ("barlow_twins", {}, ()),
     ("barlow_twins", {"lambda_offdiag": 0.0051, "scale": 0.024, "eps": 0.0}, ()),
+    ("barlow_twins", {"lambda_offdiag": 1.0, "batchnorm": False}, ()),
     ("vicreg", {}, ()),
     ("vicreg", {"variance_halving": True, "gamma": 2.0}, ()),
     ("spectral", {}, ()),

@@ -1,0 +1,164 @@
+"""The main job: check every registered theory claim and print a verdict table.
+
+    python -m experiments.bounds                          # quick profile, every claim
+    python -m experiments.bounds with profile=full seed=3
+    python -m experiments.bounds with 'claims=["infonce_mi_bound", "barlow_stepwise"]'
+    python -m experiments.bounds print_config
+    python -m experiments.bounds -F other_runs_dir         # an extra file observer
+
+Each claim's record (measured and bound series, slopes, standard errors, verdict and reason)
+goes to ``runs/<id>/claims.json`` and its figure to ``runs/<id>/<claim>.png`` (Sacred artifacts,
+also forwarded to W&B). The process exits 1 if any claim is violated (and 1 if the run crashes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from typing import Any
+
+from tqdm import tqdm
+
+from experiments.tracking import main_entry, make_experiment
+from theory.claims import BUDGETS, all_claims, get_claim
+
+ex = make_experiment("bounds")
+
+VERDICT_CODE = {"holds": 1.0, "inconclusive": 0.0, "violated": -1.0}
+
+
+def metric_name(*parts: str) -> str:
+    """``claims/<id>/<series>`` with characters outside ``[A-Za-z0-9_.-]`` folded to ``_``."""
+    return "/".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p).strip("_") for p in parts)
+
+
+@ex.config
+def config() -> None:
+    profile = "quick"  # "quick" (default, < 1 min on 2 cores), "full" (tighter), "tiny" (tests)
+    claims = []  # claim ids to run; empty = every registered claim  # noqa: F841
+    seed = 0  # noqa: F841
+    figures = True  # save one PNG per claim  # noqa: F841
+    assert profile in BUDGETS, f"profile must be one of {BUDGETS}"
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None or v != v else format(v, spec)
+
+
+def verdict_table(records: list[dict[str, Any]]) -> str:
+    """The printed table: claim, kind, verdict, seconds, slope, SE, measured vs bound."""
+    head = (
+        f"{'claim':30s} {'kind':5s} {'verdict':12s} {'sec':>6s} {'slope':>15s} {'SE':>8s}  "
+        "measured vs bound"
+    )
+    lines = [head, "-" * len(head)]
+    for r in records:
+        slope = "—" if r.get("slope") is None else f"{r['slope']:.2f}"
+        if r.get("slope") is not None and r.get("expected_slope") is not None:
+            slope += f" (exp {r['expected_slope']:g})"
+        lines.append(
+            f"{r['claim_id']:30s} {r['kind']:5s} {r['verdict'].upper():12s} "
+            f"{r['seconds']:6.2f} {slope:>15s} {_fmt(r.get('se'), '8.1e'):>8s}  "
+            f"{r['summary']}"
+        )
+    counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICT_CODE}
+    lines.append("-" * len(head))
+    lines.append(
+        f"{len(records)} claims: {counts['holds']} hold, {counts['violated']} violated, "
+        f"{counts['inconclusive']} inconclusive"
+    )
+    for r in records:
+        if r["verdict"] != "holds":
+            lines.append(f"  {r['claim_id']} {r['verdict']}: {r['reason']}")
+    return "\n".join(lines)
+
+
+def _save_figure(record: dict[str, Any], folder: str) -> str:
+    import matplotlib.pyplot as plt
+
+    from paper_figures.panels import plot_claim  # matplotlib only when figures are wanted
+
+    fig = plot_claim(record)
+    path = os.path.join(folder, f"{record['claim_id']}.png")
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+@ex.main
+def main(profile: str, claims: list[str], seed: int, figures: bool, _run: Any) -> dict[str, Any]:
+    selected = [get_claim(c) for c in claims] if claims else all_claims()
+    records: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        bar = tqdm(
+            selected, desc="claims", unit="claim", file=sys.stderr, leave=False, disable=None
+        )  # no bar when stderr is not a terminal
+        for step, claim in enumerate(bar):
+            bar.set_postfix_str(claim.id)
+            result = claim.check(budget=profile, seed=seed)
+            rec = result.to_dict()
+            rec.update(statement=claim.statement, source=claim.source, provenance=claim.provenance)
+            records.append(rec)
+            _run.log_scalar("verdict", VERDICT_CODE[result.verdict], step)
+            _run.log_scalar(metric_name("claims", claim.id, "seconds"), result.seconds, step)
+            if result.slope is not None:
+                _run.log_scalar(metric_name("claims", claim.id, "slope"), result.slope, step)
+            for kind, group in (("measured", result.measured), ("bound", result.bounds)):
+                for series in group:
+                    name = metric_name("claims", claim.id, kind, series.label)
+                    for i, y in enumerate(series.y):
+                        _run.log_scalar(name, y, i)
+            if figures:
+                _run.add_artifact(_save_figure(rec, tmp), f"{claim.id}.png")
+            tqdm.write(
+                f"[{step + 1}/{len(selected)}] {claim.id}: {result.verdict} "
+                f"({result.seconds:.2f}s)",
+                file=sys.stderr,
+            )
+        bar.close()
+        path = os.path.join(tmp, "claims.json")
+        with open(path, "w") as fh:
+            json.dump({"profile": profile, "seed": seed, "claims": records}, fh, indent=1)
+        _run.add_artifact(path, "claims.json")
+    print(verdict_table(records))
+    columns = ["claim", "kind", "verdict", "seconds", "slope", "summary"]
+    _run.info["wandb_tables"] = {
+        "verdicts": {
+            "columns": columns,
+            "data": [
+                [
+                    r["claim_id"],
+                    r["kind"],
+                    r["verdict"],
+                    round(r["seconds"], 3),
+                    r.get("slope"),
+                    r["summary"],
+                ]
+                for r in records
+            ],
+        }
+    }
+    _run.info["verdicts"] = {r["claim_id"]: r["verdict"] for r in records}
+    violated = [r["claim_id"] for r in records if r["verdict"] == "violated"]
+    return {
+        "n_claims": len(records),
+        "holds": sum(r["verdict"] == "holds" for r in records),
+        "violated": violated,
+        "inconclusive": [r["claim_id"] for r in records if r["verdict"] == "inconclusive"],
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def exit_code(run: Any) -> int:
+    """1 if any claim is violated, else 0."""
+    result = getattr(run, "result", None) or {}
+    return 1 if result.get("violated") else 0
+
+
+if __name__ == "__main__":
+    main_entry(ex, exit_code)

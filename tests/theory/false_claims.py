@@ -1,0 +1,42 @@
+"""A deliberately false claim, for tests that the registry and the main job catch one."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gessl.losses import infonce
+from theory.claims import ClaimResult, Series
+from theory.claims.base import combine, judge_le
+from theory.gaussian_task import LatentViewTasks, bayes_augmented_embeddings
+
+
+def false_mi_claim(budget: str, seed: int) -> ClaimResult:
+    """The InfoNCE MI bound with I(U;V) divided by 10: log N − E L* ≤ I/10 — false."""
+    g = torch.Generator().manual_seed(seed)
+    ns, est, ses = [8, 64], [], []
+    info = 0.0
+    for n in ns:
+        model = LatentViewTasks(n_classes=n, dim=4)
+        info = model.mutual_information
+        u, v = model.sample(g, 4000 // n)
+        ua, va = bayes_augmented_embeddings(model, u, v)
+        vals = torch.stack(
+            [
+                infonce(a, b, temperature=1.0, similarity="dot").loss
+                for a, b in zip(ua.chunk(10), va.chunk(10))
+            ]
+        )
+        est.append(math.log(n) - float(vals.mean()))
+        ses.append(float(vals.std()) / math.sqrt(10))
+    c = combine([judge_le(f"N={n}", e, info / 10, se=s) for n, e, s in zip(ns, est, ses)])
+    return ClaimResult(
+        "false_mi_bound",
+        "exact",
+        c.verdict,
+        c.reason,
+        "bound divided by 10",
+        [Series("log N − E L*", ns, est, ses)],
+        [Series("I/10", ns, [info / 10] * 2)],
+    )

@@ -1,0 +1,39 @@
+"""The claims registry. Importing this package registers every built-in claim.
+
+>>> from theory.claims import all_claims, get_claim
+>>> result = get_claim("collapse_values").check(budget="tiny", seed=0)
+>>> result.verdict
+'holds'
+"""
+
+from theory.claims import (  # noqa: F401  (importing registers the claims)
+    contrastive,
+    dynamics,
+    generalization,
+    spectral,
+)
+from theory.claims.base import (
+    BUDGETS,
+    KINDS,
+    N_SE,
+    VERDICTS,
+    Claim,
+    ClaimResult,
+    Series,
+)
+from theory.claims.registry import all_claims, claim, get_claim, register, unregister
+
+__all__ = [
+    "BUDGETS",
+    "KINDS",
+    "N_SE",
+    "VERDICTS",
+    "Claim",
+    "ClaimResult",
+    "Series",
+    "all_claims",
+    "claim",
+    "get_claim",
+    "register",
+    "unregister",
+]

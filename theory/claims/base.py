@@ -1,0 +1,233 @@
+"""Claims as objects: what is asserted, where it comes from, and how its check is judged.
+
+Two kinds (SPEC §3, STYLE "Theory as code"):
+
+* ``exact`` — an identity or an inequality with explicit constants. Asserted within a float
+  tolerance, or for Monte-Carlo values within ``N_SE`` standard errors (reported).
+* ``rate`` — a bound with hidden constants. Only log-log slopes and orderings are judged: a
+  fitted slope *holds* when its ±2 SE interval lies inside ``expected ± tolerance``, is
+  *violated* when that interval lies wholly outside, and is *inconclusive* otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BUDGETS",
+    "KINDS",
+    "N_SE",
+    "VERDICTS",
+    "Check",
+    "Claim",
+    "ClaimResult",
+    "Series",
+    "combine",
+    "fit_slope",
+    "judge_close",
+    "judge_le",
+    "judge_slope",
+]
+
+KINDS = ("exact", "rate")
+VERDICTS = ("holds", "violated", "inconclusive")
+BUDGETS = ("tiny", "quick", "full")
+#: Monte-Carlo tolerance of every ``exact`` comparison, in standard errors
+N_SE = 4.0
+
+
+@dataclass
+class Series:
+    """One curve of a claim's figure: ``y`` (± ``se``) against ``x``."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+    se: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.x = [float(v) for v in self.x]
+        self.y = [float(v) for v in self.y]
+        if self.se is not None:
+            self.se = [float(v) for v in self.se]
+        if len(self.x) != len(self.y) or (self.se is not None and len(self.se) != len(self.y)):
+            raise ValueError(f"series {self.label!r}: x, y and se lengths differ")
+
+
+@dataclass
+class Check:
+    """One judged comparison inside a claim: its verdict and a one-line reason."""
+
+    verdict: str
+    reason: str
+
+
+def combine(checks: Sequence[Check]) -> Check:
+    """Violated if any is violated, else inconclusive if any is, else holds."""
+    for v in ("violated", "inconclusive"):
+        bad = [c.reason for c in checks if c.verdict == v]
+        if bad:
+            return Check(v, "; ".join(bad))
+    return Check("holds", "; ".join(c.reason for c in checks))
+
+
+def judge_close(
+    name: str, measured: float, target: float, se: float = 0.0, atol: float = 0.0, rtol: float = 0.0
+) -> Check:
+    """``|measured − target| ≤ N_SE·se + atol + rtol·|target|``."""
+    tol = N_SE * se + atol + rtol * abs(target)
+    diff = abs(measured - target)
+    if not math.isfinite(measured):
+        return Check("inconclusive", f"{name}: measured value is not finite")
+    if diff <= tol:
+        return Check("holds", f"{name}: |{measured:.6g} − {target:.6g}| = {diff:.2g} ≤ {tol:.2g}")
+    return Check("violated", f"{name}: |{measured:.6g} − {target:.6g}| = {diff:.2g} > {tol:.2g}")
+
+
+def judge_le(name: str, measured: float, bound: float, se: float = 0.0, atol: float = 0.0) -> Check:
+    """``measured ≤ bound + N_SE·se + atol`` (an upper bound that must hold)."""
+    if not math.isfinite(measured):
+        return Check("inconclusive", f"{name}: measured value is not finite")
+    slack = N_SE * se + atol
+    if measured <= bound + slack:
+        return Check("holds", f"{name}: {measured:.6g} ≤ {bound:.6g} (+{slack:.2g})")
+    return Check("violated", f"{name}: {measured:.6g} > {bound:.6g} + {slack:.2g}")
+
+
+def fit_slope(x: Sequence[float], replicates: np.ndarray) -> tuple[float, float]:
+    """Log-log slope of the mean curve and its standard error.
+
+    ``replicates`` is ``[R, len(x)]`` (independent repetitions). The slope is the least-squares
+    slope of ``log mean_r y`` on ``log x``; its SE is the delete-one jackknife over replicates
+    (``R ≥ 3``), else the least-squares SE of the single curve.
+    """
+    lx = np.log(np.asarray(x, dtype=float))
+    reps = np.atleast_2d(np.asarray(replicates, dtype=float))
+
+    def slope(y: np.ndarray) -> float:
+        return float(np.polyfit(lx, np.log(y), 1)[0])
+
+    s = slope(reps.mean(axis=0))
+    r = reps.shape[0]
+    if r >= 3:
+        jack = np.array([slope(np.delete(reps, i, axis=0).mean(axis=0)) for i in range(r)])
+        se = float(np.sqrt((r - 1) / r * np.sum((jack - jack.mean()) ** 2)))
+    else:
+        y = np.log(reps.mean(axis=0))
+        resid = y - np.polyval(np.polyfit(lx, y, 1), lx)
+        dof = max(len(lx) - 2, 1)
+        se = float(np.sqrt(np.sum(resid**2) / dof / np.sum((lx - lx.mean()) ** 2)))
+    return s, se
+
+
+def judge_slope(name: str, slope: float, se: float, expected: float, tolerance: float) -> Check:
+    """Rate verdict from the ±2 SE interval of a fitted slope against ``expected ± tolerance``."""
+    lo, hi = slope - 2 * se, slope + 2 * se
+    a, b = expected - tolerance, expected + tolerance
+    txt = (
+        f"{name}: slope {slope:.3f}, ±2 SE interval [{lo:.3f}, {hi:.3f}] vs "
+        f"{expected:g} ± {tolerance:g}"
+    )
+    if a <= lo and hi <= b:
+        return Check("holds", txt)
+    if hi < a or lo > b:
+        return Check("violated", txt)
+    return Check("inconclusive", txt + " (interval straddles the tolerance)")
+
+
+@dataclass
+class ClaimResult:
+    """What a claim's check measured, the bound it is compared with, and the verdict."""
+
+    claim_id: str
+    kind: str
+    verdict: str
+    reason: str
+    summary: str
+    measured: list[Series]
+    bounds: list[Series] = field(default_factory=list)
+    x_label: str = "x"
+    y_label: str = "value"
+    log_x: bool = False
+    log_y: bool = False
+    slope: float | None = None
+    slope_se: float | None = None
+    expected_slope: float | None = None
+    se: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    budget: str = "quick"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record (the form saved in run records)."""
+        return _plain(asdict(self))
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _plain(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else str(v)  # JSON has no inf/nan
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    return x
+
+
+CheckFn = Callable[[str, int], ClaimResult]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A registered claim.
+
+    Attributes:
+        id: short identifier (ours).
+        statement: what is asserted, in words.
+        source: paper and theorem/equation it comes from.
+        provenance: tag from theory.md — ``[S]`` primary source read, ``[S2]`` secondary
+            restatement, ``[M]`` from memory of the primary, ``[R]`` derived here and checked
+            numerically, ``RECON`` our reconstruction of the GeSSL paper.
+        kind: ``"exact"`` or ``"rate"``.
+        run: ``run(budget, seed) -> ClaimResult``.
+    """
+
+    id: str
+    statement: str
+    source: str
+    provenance: str
+    kind: str
+    run: CheckFn
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id!r}: kind must be one of {KINDS}")
+
+    def check(self, budget: str = "quick", seed: int = 0) -> ClaimResult:
+        """Run the check; the result carries budget, seed and wall-clock seconds."""
+        if budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+        start = time.perf_counter()
+        result = self.run(budget, seed)
+        result.seconds = time.perf_counter() - start
+        result.budget, result.seed = budget, seed
+        if result.claim_id != self.id or result.kind != self.kind:
+            raise RuntimeError(f"claim {self.id!r} returned a result for {result.claim_id!r}")
+        return result
