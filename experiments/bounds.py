@@ -3,6 +3,7 @@
     python -m experiments.bounds                          # quick profile, every claim
     python -m experiments.bounds with profile=full seed=3
     python -m experiments.bounds with 'claims=["infonce_mi_bound", "barlow_stepwise"]'
+    python -m experiments.bounds with 'exclude=["gessl_lowers_sigma"]'
     python -m experiments.bounds print_config
     python -m experiments.bounds -F other_runs_dir         # an extra file observer
 
@@ -40,6 +41,7 @@ def metric_name(*parts: str) -> str:
 def config() -> None:
     profile = "quick"  # "quick" (default, < 1 min on 2 cores), "full" (tighter), "tiny" (tests)
     claims = []  # claim ids to run; empty = every registered claim  # noqa: F841
+    exclude = []  # claim ids to skip  # noqa: F841
     seed = 0  # noqa: F841
     figures = True  # save one PNG per claim  # noqa: F841
     assert profile in BUDGETS, f"profile must be one of {BUDGETS}"
@@ -90,8 +92,12 @@ def _save_figure(record: dict[str, Any], folder: str) -> str:
 
 
 @ex.main
-def main(profile: str, claims: list[str], seed: int, figures: bool, _run: Any) -> dict[str, Any]:
+def main(
+    profile: str, claims: list[str], exclude: list[str], seed: int, figures: bool, _run: Any
+) -> dict[str, Any]:
     selected = [get_claim(c) for c in claims] if claims else all_claims()
+    skip = {get_claim(c).id for c in exclude}  # validates the ids
+    selected = [c for c in selected if c.id not in skip]
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["LatentViewTasks", "SphereTasks", "bayes_augmented_embeddings"]
+from gessl.data import TaskBatch
+
+__all__ = ["LatentViewSampler", "LatentViewTasks", "SphereTasks", "bayes_augmented_embeddings"]
 
 f64 = torch.float64
 
@@ -106,3 +108,19 @@ def bayes_augmented_embeddings(
     ua = torch.cat([rho * u / var, ones], dim=-1)
     va = torch.cat([v, (-0.5 * rho**2 / var) * v.pow(2).sum(-1, keepdim=True)], dim=-1)
     return ua, va
+
+
+@dataclass(frozen=True)
+class LatentViewSampler:
+    """Training tasks for :class:`gessl.trainer.Trainer` from variant (b): four independent noisy
+    views ``x + sε`` of each latent ``x ~ N(0, c²I_d)`` (float32). The task size N is the
+    trainer's; the model's own ``n_classes`` is not used."""
+
+    model: LatentViewTasks
+
+    def sample(self, n_tasks: int, n_samples: int, gen: torch.Generator) -> TaskBatch:
+        shape = (n_tasks, n_samples, self.model.dim)
+        latent = self.model.latent_scale * torch.randn(shape, generator=gen)
+        return TaskBatch(
+            *(latent + self.model.noise * torch.randn(shape, generator=gen) for _ in range(4))
+        )

@@ -18,6 +18,7 @@ from gessl.losses._base import (
     available_losses,
     builtin_card_path,
     get_loss,
+    no_value_checks,
     register_loss,
 )
 from gessl.losses.clustering import dino, dino_center_update, sinkhorn_knopp, swav
@@ -38,6 +39,7 @@ __all__ = [
     "get_loss",
     "infonce",
     "moco",
+    "no_value_checks",
     "nt_xent",
     "off_diagonal",
     "project_to_ball",

@@ -8,10 +8,12 @@ it (instead of Python's ``TypeError``), and attaches the loss's property card.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -27,7 +29,9 @@ __all__ = [
     "check_embeddings",
     "check_positive",
     "get_loss",
+    "no_value_checks",
     "register_loss",
+    "value_checks_enabled",
 ]
 
 
@@ -108,6 +112,28 @@ def builtin_card_path(name: str) -> str:
 
 # ----------------------------------------------------------------------------- validation
 
+_STATE = threading.local()
+
+
+def value_checks_enabled() -> bool:
+    """Whether losses check tensor values (finiteness); shapes and options are always checked."""
+    return getattr(_STATE, "value_checks", True)
+
+
+@contextlib.contextmanager
+def no_value_checks() -> Iterator[None]:
+    """Skip the data-dependent finiteness checks inside losses.
+
+    Needed under ``torch.func.vmap`` (a batched tensor has no single truth value) and useful in hot
+    training loops, which check the loss for finiteness themselves.
+    """
+    previous = value_checks_enabled()
+    _STATE.value_checks = False
+    try:
+        yield
+    finally:
+        _STATE.value_checks = previous
+
 
 def check_embeddings(
     z1: Any,
@@ -133,7 +159,7 @@ def check_embeddings(
             raise ValueError(f"{nm} has batch size {z.shape[-2]}; these losses need N >= 2")
         if z.shape[-1] < 1:
             raise ValueError(f"{nm} has feature dimension 0")
-        if not bool(torch.isfinite(z).all()):
+        if value_checks_enabled() and not bool(torch.isfinite(z).all()):
             raise ValueError(f"{nm} contains non-finite values (nan or inf)")
     if same_shape and z1.shape != z2.shape:
         raise ValueError(
@@ -154,7 +180,7 @@ def check_extra(x: Any, name: str, dim: int, like: Tensor, rows_min: int = 1) ->
         raise ValueError(f"{name} needs at least {rows_min} rows, got {x.shape[0]}")
     if x.dtype != like.dtype:
         raise ValueError(f"{name} has dtype {x.dtype} but the embeddings have {like.dtype}")
-    if not bool(torch.isfinite(x).all()):
+    if value_checks_enabled() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains non-finite values (nan or inf)")
 
 

@@ -10,6 +10,7 @@ from theory.claims import (  # noqa: F401  (importing registers the claims)
     contrastive,
     dynamics,
     generalization,
+    gessl_claims,
     spectral,
 )
 from theory.claims.base import (

@@ -1,0 +1,112 @@
+"""Every GeSSL option, named, documented and validated in one place.
+
+The algorithm (SPEC §2.5) is our **reconstruction** of GeSSL (arXiv 2405.01053, v4, with the v5
+threshold network as an option; ``shared/research/paper.md`` §2.2–2.3, gaps G1, G2, G5–G8). Nothing
+here was read from the paper's code or tables: K, α, λ, γ, M and the rest are ours to ablate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["GeSSLConfig"]
+
+_CHOICES = {
+    "order": ("first", "second"),
+    "adapt": ("all", "projector"),
+    "kl_direction": ("model_target", "target_model"),
+    "threshold": ("none", "learned"),
+    "batching": ("vmap", "loop"),
+    "optimizer": ("adam", "sgd"),
+}
+
+
+@dataclass(frozen=True)
+class GeSSLConfig:
+    """Options of :class:`gessl.trainer.Trainer`.
+
+    Attributes:
+        mode: ``"gessl"`` or ``"plain"`` (the base method trained on the same samples).
+        inner_steps: K, task-specific SGD steps on the support views (paper: "learn
+            task-specific models"; value not recovered — ours).
+        inner_lr: α, the inner SGD step size.
+        lookahead_steps: λ, the "future updates": extra steps from the adapted model, taken
+            without a graph, giving the target θ̃ (BMG-style bootstrap; paper.md §1.4).
+        sigma_weight: γ, weight of the σ-term ``KL(π_θ ‖ π_θ̃)`` on the query views.
+        sigma_temperature: temperature of the N-way task classifier π in the σ-term (cosine
+            similarity of query-view embeddings to the other query view's embeddings).
+        kl_direction: ``"model_target"`` = KL(π_θ ‖ π_θ̃), the direction of ``gessl.sigma.sigma``
+            (default); ``"target_model"`` the reverse.
+        order: ``"first"`` (FOMAML-style: the outer gradient at the adapted parameters is used
+            for φ) or ``"second"`` (exact hypergradient through the K inner steps).
+        adapt: ``"all"`` parameters, or ``"projector"`` — the head only (projector, predictor,
+            prototypes; ANIL-style), with backbone features computed once per task.
+        threshold: ``"none"`` (v4) or ``"learned"``: a small network g maps task statistics to a
+            tolerance δ and the inner loss becomes ``ℓ + γ·h(KL_support − δ)`` with ``h`` a
+            smooth hinge; g is trained through the inner steps by the outer loss (our reading of
+            v5, paper.md §2.3(a)).
+        threshold_hidden: width of g's hidden layer.
+        threshold_sharpness: β of the smooth hinge ``softplus(x, β)``; large β approaches
+            ``relu``, whose δ-gradient through an SGD step is zero almost everywhere.
+        tasks_per_step: M, tasks per outer step (the sampler sets N).
+        outer_lr, optimizer, weight_decay: the outer optimiser of φ (and g).
+        batching: ``"vmap"`` (tasks batched with ``torch.func.vmap``) or ``"loop"``.
+        use_support_in_plain: in ``mode="plain"``, train on support *and* query views (matched
+            samples); ``False`` uses the query views only.
+        seed: seeds model initialisation (by the caller) and the task sampler.
+    """
+
+    mode: str = "gessl"
+    inner_steps: int = 1
+    inner_lr: float = 0.05
+    lookahead_steps: int = 1
+    sigma_weight: float = 1.0
+    sigma_temperature: float = 0.1
+    kl_direction: str = "model_target"
+    order: str = "first"
+    adapt: str = "all"
+    threshold: str = "none"
+    threshold_hidden: int = 16
+    threshold_sharpness: float = 10.0
+    tasks_per_step: int = 4
+    outer_lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    batching: str = "vmap"
+    use_support_in_plain: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("gessl", "plain"):
+            raise ValueError(f"mode must be 'gessl' or 'plain', got {self.mode!r}")
+        for key, choices in _CHOICES.items():
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
+        for key in ("inner_steps", "lookahead_steps"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{key} must be an integer >= 0, got {v!r}")
+        if not isinstance(self.tasks_per_step, int) or self.tasks_per_step < 1:
+            raise ValueError(f"tasks_per_step must be an integer >= 1, got {self.tasks_per_step!r}")
+        for key in ("inner_lr", "sigma_weight", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        for key in ("sigma_temperature", "outer_lr", "threshold_sharpness"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)!r}")
+        if self.threshold == "learned" and self.inner_steps == 0:
+            raise ValueError("threshold='learned' acts through the inner steps: inner_steps >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def is_plain_equivalent(self) -> bool:
+        """K = λ = γ = 0 and no threshold: GeSSL reduces to the base loss on the query views."""
+        return (
+            self.inner_steps == 0
+            and self.lookahead_steps == 0
+            and self.sigma_weight == 0
+            and self.threshold == "none"
+        )

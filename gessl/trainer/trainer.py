@@ -1,0 +1,321 @@
+"""The GeSSL trainer (and the plain baseline): outer loop, batching, distribution, checkpoints.
+
+One outer step: sample M tasks (every rank draws the same tasks from the seeded sampler and keeps
+its contiguous share), compute the momentum targets once, get each task's gradient of its
+objective (batched with ``torch.func.vmap``, or a loop), sum over the local tasks, all-reduce the
+sums across ranks and divide by M — identical to one process up to float rounding — then take the
+optimiser step and update the method's state (momentum, queue, center) once.
+
+Nothing is gathered across ranks inside a loss: a task's negatives are its own N samples and a
+task never spans ranks, so no gradient-scale convention for gathered embeddings arises. Gradients
+are averaged with ``dist.all_reduce`` on the parameter gradients after they are computed (outside
+autograd).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.func import grad, vmap
+
+from gessl.data.synthetic import TaskBatch
+from gessl.losses import no_value_checks
+from gessl.methods.base import Method
+from gessl.trainer.checkpoint import load_checkpoint, save_checkpoint
+from gessl.trainer.config import GeSSLConfig
+from gessl.trainer.objective import ThresholdNet, build_objective
+
+__all__ = ["NonFiniteLossError", "StepLog", "Trainer"]
+
+StepLog = dict[str, float]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped: a loss term is nan or inf. The last good checkpoint is kept."""
+
+
+class Trainer:
+    """Train ``method`` with GeSSL (``cfg.mode="gessl"``) or plainly (``"plain"``).
+
+    Args:
+        method: a :class:`gessl.methods.Method` (its parameters are φ).
+        sampler: an object with ``sample(n_tasks, n_samples, generator) -> TaskBatch``.
+        cfg: the options (:class:`GeSSLConfig`).
+        n_samples: N, samples per task.
+        checkpoint_path: where :meth:`save` writes by default (and :meth:`fit` every
+            ``checkpoint_every`` steps).
+    """
+
+    def __init__(
+        self,
+        method: Method,
+        sampler: Any,
+        cfg: GeSSLConfig,
+        n_samples: int = 16,
+        checkpoint_path: str | None = None,
+    ) -> None:
+        self.method, self.sampler, self.cfg, self.n_samples = method, sampler, cfg, n_samples
+        self.checkpoint_path = checkpoint_path
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.dtype = next(method.parameters()).dtype
+        self.threshold_net = (
+            ThresholdNet(cfg.threshold_hidden).to(self.dtype)
+            if cfg.mode == "gessl" and cfg.threshold == "learned"
+            else None
+        )
+        names = list(method.online_params())
+        self.adapt_names = method.head_names() if cfg.adapt == "projector" else names
+        self.fixed_names = [n for n in names if n not in self.adapt_names]
+        params = list(method.online_params().values())
+        if self.threshold_net is not None:
+            params += list(self.threshold_net.parameters())
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+        self.optimizer = opt_cls(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
+        self.objective = build_objective(method, cfg, self.adapt_names, self.threshold_net)
+        self.rank, self.world = (
+            (dist.get_rank(), dist.get_world_size())
+            if dist.is_available() and dist.is_initialized()
+            else (0, 1)
+        )
+        self.history: list[StepLog] = []
+        self.last_good_checkpoint: str | None = None
+        if self.world > 1:  # every rank starts from rank 0's parameters and state
+            with torch.no_grad():
+                for t in self.method.state_dict().values():
+                    dist.broadcast(t, src=0)
+                if self.threshold_net is not None:
+                    for t in self.threshold_net.state_dict().values():
+                        dist.broadcast(t, src=0)
+
+    # ------------------------------------------------------------------ gradients
+    def _task_function(self) -> Callable[..., tuple[tuple[Any, ...], dict[str, Tensor]]]:
+        cfg = self.cfg
+        if cfg.mode == "plain":
+            method = self.method
+
+            def plain(phi_adapt, phi_fixed, g_params, task, targets):
+                p = {**phi_fixed, **phi_adapt}
+                tq = {"t_a": targets["q_t_a"], "t_b": targets["q_t_b"]} if targets else None
+                loss = method.loss(p, task["qa"], task["qb"], tq).loss
+                if cfg.use_support_in_plain:
+                    ts = {"t_a": targets["s_t_a"], "t_b": targets["s_t_b"]} if targets else None
+                    loss = (loss + method.loss(p, task["sa"], task["sb"], ts).loss) / 2
+                return loss, {
+                    "ssl": loss.detach(),
+                    "kl": torch.zeros_like(loss.detach()),
+                    "support_loss": loss.detach(),
+                }
+
+            fn = plain
+        else:
+            fn = self.objective
+
+        def with_loss(*args):
+            loss, aux = fn(*args)
+            return loss, {**aux, "loss": loss.detach()}
+
+        return grad(with_loss, argnums=(0, 1, 2), has_aux=True)
+
+    def task_gradients(self, batch: TaskBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Summed per-task gradients of this rank's tasks (names → tensors) and per-task aux.
+
+        Returns ``(grad_sums, aux)`` with ``aux[k]`` of shape ``[local tasks]``.
+        """
+        # detached: torch.func differentiates functionally; leaving requires_grad on would also
+        # record a (useless, memory-hungry) autograd tape of the whole computation
+        phi = {k: v.detach() for k, v in self.method.online_params().items()}
+        phi_adapt = {k: phi[k] for k in self.adapt_names}
+        phi_fixed = {k: phi[k] for k in self.fixed_names}
+        g_params = (
+            {k: v.detach() for k, v in self.threshold_net.named_parameters()}
+            if self.threshold_net is not None
+            else {}
+        )
+        task = {
+            "sa": batch.support_a,
+            "sb": batch.support_b,
+            "qa": batch.query_a,
+            "qb": batch.query_b,
+        }
+        targets = self._targets(batch)
+        fn = self._task_function()
+        with no_value_checks():
+            if self.cfg.batching == "vmap":
+                (ga, gf, gg), aux = vmap(fn, in_dims=(None, None, None, 0, 0))(
+                    phi_adapt, phi_fixed, g_params, task, targets
+                )
+                sums = {
+                    **{k: v.sum(0) for k, v in ga.items()},
+                    **{k: v.sum(0) for k, v in gf.items()},
+                    **{f"threshold.{k}": v.sum(0) for k, v in gg.items()},
+                }
+            else:
+                sums, auxes = {}, []
+                for i in range(batch.n_tasks):
+                    (ga, gf, gg), a = fn(
+                        phi_adapt,
+                        phi_fixed,
+                        g_params,
+                        {k: v[i] for k, v in task.items()},
+                        {k: v[i] for k, v in targets.items()},
+                    )
+                    for k, v in {
+                        **ga,
+                        **gf,
+                        **{f"threshold.{k}": v for k, v in gg.items()},
+                    }.items():
+                        sums[k] = sums[k] + v if k in sums else v
+                    auxes.append(a)
+                aux = {k: torch.stack([a[k] for a in auxes]) for k in auxes[0]}
+        return sums, aux
+
+    def _targets(self, batch: TaskBatch) -> dict[str, Tensor]:
+        ts = self.method.targets(batch.support_a, batch.support_b, batched=True)
+        tq = self.method.targets(batch.query_a, batch.query_b, batched=True)
+        if ts is None:
+            return {}
+        return {"s_t_a": ts["t_a"], "s_t_b": ts["t_b"], "q_t_a": tq["t_a"], "q_t_b": tq["t_b"]}
+
+    # ------------------------------------------------------------------ one outer step
+    def sample(self) -> TaskBatch:
+        """The next M tasks (identical on every rank)."""
+        return self.sampler.sample(self.cfg.tasks_per_step, self.n_samples, self.generator).to(
+            self.dtype
+        )
+
+    def train_step(self, batch: TaskBatch | None = None) -> StepLog:
+        """One outer step; raises :class:`NonFiniteLossError` before any update if a term is
+        not finite."""
+        start = time.perf_counter()
+        batch = self.sample() if batch is None else batch
+        local = batch.shard(self.rank, self.world) if self.world > 1 else batch
+        sums, aux = self.task_gradients(local)
+        totals = {k: v.sum() for k, v in aux.items()}
+        if self.world > 1:
+            for t in [*sums.values(), *totals.values()]:
+                dist.all_reduce(t)
+        m = batch.n_tasks
+        log = {k: float(v) / m for k, v in totals.items()}
+        for term, value in log.items():
+            if not np.isfinite(value):
+                where = (
+                    f"; last good checkpoint: {self.last_good_checkpoint}"
+                    if self.last_good_checkpoint
+                    else ""
+                )
+                raise NonFiniteLossError(
+                    f"non-finite {term} = {value} at outer step {self.step + 1}; training "
+                    f"stopped before the update{where}"
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        online = self.method.online_params()
+        for name, g in sums.items():
+            p = (
+                dict(self.threshold_net.named_parameters())[name[len("threshold.") :]]
+                if name.startswith("threshold.")
+                else online[name]
+            )
+            p.grad = (g / m).to(p.dtype)
+        self.optimizer.step()
+        self.method.update_state(
+            batch.query_a,
+            batch.query_b,
+            self.method.targets(batch.query_a, batch.query_b, batched=True),
+        )
+        self.step += 1
+        log.update(step=float(self.step), seconds=time.perf_counter() - start)
+        self.history.append(log)
+        return log
+
+    # ------------------------------------------------------------------ loop, checkpoints
+    def fit(
+        self,
+        steps: int,
+        checkpoint_every: int = 0,
+        progress: bool = True,
+        callback: Callable[[StepLog], None] | None = None,
+    ) -> list[StepLog]:
+        """Run ``steps`` outer steps with a progress bar (steps/s, loss, σ-term)."""
+        from tqdm import tqdm
+
+        bar = tqdm(
+            range(steps),
+            desc=self.cfg.mode,
+            unit="step",
+            leave=False,
+            disable=not progress or self.rank != 0 or None,
+        )
+        for _ in bar:
+            log = self.train_step()
+            bar.set_postfix(loss=f"{log['loss']:.4f}", sigma=f"{log['kl']:.4f}")
+            if callback is not None:
+                callback(log)
+            if checkpoint_every and self.step % checkpoint_every == 0 and self.checkpoint_path:
+                self.save()
+        bar.close()
+        return self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "method": self.method.state_dict(),
+            "threshold": self.threshold_net.state_dict() if self.threshold_net else None,
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+            },
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["config"] != self.cfg.to_dict():
+            diff = {k for k in state["config"] if state["config"][k] != self.cfg.to_dict().get(k)}
+            raise ValueError(f"checkpoint was written with different options: {sorted(diff)}")
+        self.method.load_state_dict(state["method"])
+        if self.threshold_net is not None:
+            self.threshold_net.load_state_dict(state["threshold"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        self.step, self.history = state["step"], list(state["history"])
+
+    def save(self, path: str | None = None) -> str:
+        """Write a checkpoint atomically (rank 0 only); returns the path."""
+        path = path or self.checkpoint_path
+        if path is None:
+            raise ValueError("no checkpoint path given")
+        if self.rank == 0:
+            save_checkpoint(self.state_dict(), path)
+        self.last_good_checkpoint = path
+        return path
+
+    def load(self, path: str | None = None) -> None:
+        """Resume from a checkpoint written by :meth:`save` (same options required)."""
+        path = path or self.checkpoint_path
+        if path is None or not os.path.exists(path):
+            raise FileNotFoundError(f"no checkpoint at {path!r}")
+        self.load_state_dict(load_checkpoint(path))
+        self.last_good_checkpoint = path
+
+
+def iterate_params(trainer: Trainer) -> Iterator[tuple[str, Tensor]]:
+    """All trainable tensors of a trainer (φ and g) by name."""
+    yield from trainer.method.online_params().items()
+    if trainer.threshold_net is not None:
+        for k, v in trainer.threshold_net.named_parameters():
+            yield f"threshold.{k}", v

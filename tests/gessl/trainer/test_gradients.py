@@ -1,0 +1,187 @@
+"""The trainer's gradients are the ones the algorithm defines (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gessl.methods import available_methods
+from gessl.sigma import kl_rows
+from gessl.tasks import task_logits
+from tests.gessl.trainer.helpers import make_trainer, mean_gradient, mean_objective
+
+
+def _directional_check(tr, batch, grads, params, n_dirs=4, h=1e-6, g_params=None, prefix=""):
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(n_dirs):
+        direction = {
+            k: torch.randn(v.shape, generator=gen, dtype=v.dtype) for k, v in params.items()
+        }
+        analytic = sum(float((grads[prefix + k] * d).sum()) for k, d in direction.items())
+
+        def shifted(s, direction=direction):
+            return {k: (v + s * direction[k]).detach() for k, v in params.items()}
+
+        if g_params is None:
+            plus = mean_objective(tr, batch, shifted(h))
+            minus = mean_objective(tr, batch, shifted(-h))
+        else:
+            phi = {k: v.detach() for k, v in tr.method.online_params().items()}
+            plus = mean_objective(tr, batch, phi, shifted(h))
+            minus = mean_objective(tr, batch, phi, shifted(-h))
+        numeric = (plus - minus) / (2 * h)
+        worst = max(worst, abs(analytic - numeric) / max(abs(numeric), 1e-8))
+    return worst
+
+
+@pytest.mark.parametrize("adapt", ["all", "projector"])
+def test_second_order_matches_finite_differences(adapt):
+    tr = make_trainer(
+        inner_steps=2,
+        inner_lr=0.1,
+        lookahead_steps=0,
+        sigma_weight=0.5,
+        order="second",
+        adapt=adapt,
+    )
+    batch = tr.sample()
+    params = {k: v.detach() for k, v in tr.method.online_params().items()}
+    err = _directional_check(tr, batch, mean_gradient(tr, batch), params)
+    assert err <= 1e-6
+
+
+def test_first_order_is_not_the_hypergradient():
+    """The check above can fail: FOMAML's gradient differs from the finite differences."""
+    tr = make_trainer(inner_steps=2, inner_lr=0.1, lookahead_steps=0, sigma_weight=0.0)
+    batch = tr.sample()
+    params = {k: v.detach() for k, v in tr.method.online_params().items()}
+    assert _directional_check(tr, batch, mean_gradient(tr, batch), params) > 1e-3
+
+
+def _reference_first_order(tr, batch, k, lr, lam, gamma, tau):
+    """FOMAML with look-ahead, written with plain autograd on detached copies."""
+    m = tr.method
+    names = list(m.online_params())
+    total = {n: torch.zeros_like(v) for n, v in m.online_params().items()}
+    for i in range(batch.n_tasks):
+        sa, sb, qa, qb = (
+            batch.support_a[i],
+            batch.support_b[i],
+            batch.query_a[i],
+            batch.query_b[i],
+        )
+        theta = [v.detach().clone() for v in m.online_params().values()]
+        for _ in range(k):
+            theta = [t.requires_grad_(True) for t in theta]
+            g = torch.autograd.grad(m.loss(dict(zip(names, theta)), sa, sb).loss, theta)
+            theta = [(t - lr * gg).detach() for t, gg in zip(theta, g)]
+        look = [t.clone() for t in theta]
+        for _ in range(lam):
+            look = [t.requires_grad_(True) for t in look]
+            g = torch.autograd.grad(m.loss(dict(zip(names, look)), sa, sb).loss, look)
+            look = [(t - lr * gg).detach() for t, gg in zip(look, g)]
+        theta = [t.requires_grad_(True) for t in theta]
+        p, pt = dict(zip(names, theta)), dict(zip(names, look))
+
+        def log_pi(params, qa=qa, qb=qb):
+            return torch.log_softmax(task_logits(m.embed(params, qa), m.embed(params, qb), tau), -1)
+
+        loss = m.loss(p, qa, qb).loss + gamma * kl_rows(log_pi(p), log_pi(pt).detach()).mean()
+        for n, g in zip(names, torch.autograd.grad(loss, theta)):
+            total[n] += g / batch.n_tasks
+    return total
+
+
+@pytest.mark.parametrize("method", ["simclr", "vicreg", "simsiam"])
+def test_first_order_matches_detached_reference(method):
+    tr = make_trainer(
+        method,
+        inner_steps=2,
+        inner_lr=0.1,
+        lookahead_steps=2,
+        sigma_weight=0.7,
+        sigma_temperature=0.3,
+    )
+    batch = tr.sample()
+    got = mean_gradient(tr, batch)
+    want = _reference_first_order(tr, batch, 2, 0.1, 2, 0.7, 0.3)
+    for name, w in want.items():
+        torch.testing.assert_close(got[name], w, rtol=1e-10, atol=1e-12)
+
+
+def test_k0_lambda0_gamma0_is_the_plain_gradient_on_query_views():
+    g = make_trainer(inner_steps=0, lookahead_steps=0, sigma_weight=0.0)
+    p = make_trainer(mode="plain", use_support_in_plain=False)
+    batch = g.sample()
+    assert g.cfg.is_plain_equivalent
+    got, want = mean_gradient(g, batch), mean_gradient(p, batch)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-14)
+
+
+def test_sigma_term_gradient_vanishes_without_lookahead():
+    """λ = 0: the target is sg(θ) itself and ∇KL(π_θ ‖ sg π_θ) = 0."""
+    a = make_trainer(inner_steps=1, lookahead_steps=0, sigma_weight=3.0)
+    b = make_trainer(inner_steps=1, lookahead_steps=0, sigma_weight=0.0)
+    batch = a.sample()
+    ga, gb = mean_gradient(a, batch), mean_gradient(b, batch)
+    for name in gb:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", available_methods())
+@pytest.mark.parametrize("adapt", ["all", "projector"])
+def test_vmap_and_loop_agree(method, adapt):
+    kw = dict(inner_steps=1, lookahead_steps=1, sigma_weight=0.5, adapt=adapt)
+    v, lp = make_trainer(method, batching="vmap", **kw), make_trainer(method, batching="loop", **kw)
+    batch = v.sample()
+    (gv, av), (gl, al) = v.task_gradients(batch), lp.task_gradients(batch)
+    scale = max(float(x.abs().max()) for x in gl.values())
+    for name in gl:
+        torch.testing.assert_close(gv[name], gl[name], rtol=0, atol=1e-10 * max(scale, 1.0))
+    torch.testing.assert_close(av["loss"], al["loss"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_threshold_network_gradient_matches_finite_differences(order):
+    """g is differentiated exactly through the inner steps in both orders. λ = 0 keeps the
+    outer σ-term's stop-gradient target equal to sg(θ_K), whose value does not move with g."""
+    tr = make_trainer(
+        inner_steps=2,
+        inner_lr=0.5,
+        lookahead_steps=0,
+        sigma_weight=2.0,
+        sigma_temperature=0.2,
+        threshold="learned",
+        threshold_sharpness=1.0,
+        order=order,
+    )
+    with torch.no_grad():  # δ = 0.05, comparable to the support σ-term
+        tr.threshold_net.net[-1].bias.fill_(math.log(math.expm1(0.05)))
+    batch = tr.sample()
+    grads = mean_gradient(tr, batch)
+    g = {k: v.detach() for k, v in tr.threshold_net.named_parameters()}
+    assert any(float(grads[f"threshold.{k}"].abs().max()) > 1e-6 for k in g)
+    err = _directional_check(tr, batch, grads, g, g_params=True, prefix="threshold.")
+    assert err <= 1e-5
+
+
+@pytest.mark.parametrize("method", ["byol", "simclr", "dino"])
+def test_a_tasks_objective_does_not_depend_on_the_other_tasks(method):
+    """Batch statistics (projector BN, target networks) are per task: a task's loss and gradient
+    are the same whether it is computed with the others or alone (as on another rank)."""
+    tr = make_trainer(method, inner_steps=1, lookahead_steps=1, sigma_weight=0.5)
+    batch = tr.sample()
+    _, aux_all = tr.task_gradients(batch)
+    for rank in range(2):
+        _, aux_part = tr.task_gradients(batch.shard(rank, 2))
+        lo = rank * batch.n_tasks // 2
+        torch.testing.assert_close(
+            aux_part["loss"],
+            aux_all["loss"][lo : lo + len(aux_part["loss"])],
+            rtol=1e-12,
+            atol=1e-12,
+        )
