@@ -40,10 +40,10 @@ def metric_name(*parts: str) -> str:
 @ex.config
 def config() -> None:
     profile = "quick"  # "quick" (default, < 1 min on 2 cores), "full" (tighter), "tiny" (tests)
-    claims = []  # claim ids to run; empty = every registered claim  # noqa: F841
-    exclude = []  # claim ids to skip  # noqa: F841
-    seed = 0  # noqa: F841
-    figures = True  # save one PNG per claim  # noqa: F841
+    claims = []  # claim ids to run; empty = every registered claim
+    exclude = []  # claim ids to skip
+    seed = 0
+    figures = True  # save one PNG per claim
     assert profile in BUDGETS, f"profile must be one of {BUDGETS}"
 
 

@@ -64,6 +64,18 @@ def observers_attached(
                 ex.observers.remove(obs)
 
 
+def add_text_artifacts(run: Any, files: Mapping[str, str]) -> None:
+    """Save each ``name → text`` as an artifact of the Sacred ``run``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in files.items():
+            path = os.path.join(tmp, name)
+            with open(path, "w") as fh:
+                fh.write(text)
+            run.add_artifact(path, name)
+
+
 def run_experiment(
     ex: Experiment,
     config_updates: Mapping[str, Any] | None = None,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "MLP", "SmallCNN", "build_backbone", "mlp_head"]
+__all__ = ["ACTIVATIONS", "MLP", "ResNet18", "SmallCNN", "build_backbone", "mlp_head"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -75,6 +75,59 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "batch":  # batch statistics only: usable inside GeSSL's inner loop and vmap
+        return nn.BatchNorm2d(channels, track_running_stats=False)
+    raise ValueError(f"norm must be 'group' or 'batch', got {kind!r}")
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, norm: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.n1 = _norm(norm, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.n2 = _norm(norm, cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.n1(self.conv1(x)))
+        return torch.relu(self.n2(self.conv2(out)) + self.short(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR ResNet-18: 3×3 stride-1 stem and no max-pool (the CIFAR variant whose absence is the
+    usual cause of "cannot reproduce", anchors-ssl.md §4), four stages of two basic blocks with
+    widths ``w, 2w, 4w, 8w`` (``w = 64`` is the standard network; smaller widths for CPUs), global
+    average pooling. ``norm="group"`` (default) or ``"batch"`` without running statistics."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64, norm: str = "group") -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU()
+        )
+        blocks, cin = [], width
+        for i, mult in enumerate((1, 2, 4, 8)):
+            cout = width * mult
+            blocks += [
+                _BasicBlock(cin, cout, 1 if i == 0 else 2, norm),
+                _BasicBlock(cout, cout, 1, norm),
+            ]
+            cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_dim = cin
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.layers(self.stem(x)))
+
+
 def mlp_head(
     in_dim: int,
     dims: Sequence[int],
@@ -103,14 +156,18 @@ def mlp_head(
 
 
 def build_backbone(name: str, input_shape: Sequence[int], width: int = 64) -> nn.Module:
-    """``"mlp"`` (any input, flattened) or ``"cnn"`` (``[C, H, W]`` input)."""
+    """``"mlp"`` (any input, flattened), ``"cnn"`` or ``"resnet18"`` (``[C, H, W]`` input)."""
     if name == "mlp":
         return MLP(math.prod(input_shape), width=width)
     if name == "cnn":
         if len(input_shape) != 3:
             raise ValueError(f"cnn needs [C, H, W] inputs, got shape {tuple(input_shape)}")
         return SmallCNN(input_shape[0], width=max(4, width - width % 4))
-    raise ValueError(f"unknown backbone {name!r}; available: mlp, cnn")
+    if name == "resnet18":
+        if len(input_shape) != 3:
+            raise ValueError(f"resnet18 needs [C, H, W] inputs, got shape {tuple(input_shape)}")
+        return ResNet18(input_shape[0], width=width)
+    raise ValueError(f"unknown backbone {name!r}; available: mlp, cnn, resnet18")
 
 
 def count_parameters(module: nn.Module) -> int:

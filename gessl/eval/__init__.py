@@ -1,5 +1,27 @@
-"""Evaluation of frozen representations."""
+"""Evaluation of frozen representations: probes, kNN, few-shot, geometry, universality report."""
 
 from gessl.eval.geometry import alignment, uniformity
+from gessl.eval.probes import (
+    FewShotResult,
+    effective_rank,
+    features,
+    few_shot,
+    knn_accuracy,
+    linear_probe,
+)
+from gessl.eval.universality import PROVIDERS, adapt_per_task, task_log_probs, universality_report
 
-__all__ = ["alignment", "uniformity"]
+__all__ = [
+    "PROVIDERS",
+    "FewShotResult",
+    "adapt_per_task",
+    "alignment",
+    "effective_rank",
+    "features",
+    "few_shot",
+    "knn_accuracy",
+    "linear_probe",
+    "task_log_probs",
+    "uniformity",
+    "universality_report",
+]

@@ -1,0 +1,226 @@
+"""The shared pipeline of the training experiments: data → model → trainer → evaluation.
+
+Kept free of Sacred so the study and the ablation can call it many times inside one run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gessl.data import (
+    DatasetTasks,
+    ImageSet,
+    cifar_augment,
+    class_split,
+    digits_augment,
+    load_dataset,
+)
+from gessl.eval import (
+    alignment,
+    effective_rank,
+    features,
+    few_shot,
+    knn_accuracy,
+    linear_probe,
+    uniformity,
+    universality_report,
+)
+from gessl.methods import Method, build_method
+from gessl.models import build_backbone
+from gessl.trainer import GeSSLConfig, Trainer
+
+__all__ = [
+    "DEFAULT_GESSL",
+    "Splits",
+    "build_model",
+    "evaluate",
+    "flat_metrics",
+    "prepare_data",
+    "train",
+]
+
+#: the GeSSL options every training experiment starts from (our reconstruction's defaults)
+DEFAULT_GESSL = {
+    "inner_steps": 1,
+    "inner_lr": 0.05,
+    "lookahead_steps": 1,
+    "sigma_weight": 1.0,
+    "sigma_temperature": 0.1,
+}
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Seen-class train/test images, held-out-class images and the augmentation."""
+
+    train: ImageSet
+    test: ImageSet
+    held_out: ImageSet
+    augment: Callable[..., Any]
+    seen_classes: list[int]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.train.shape
+
+
+def prepare_data(
+    dataset: str = "digits",
+    data_root: str | None = None,
+    seen_classes: list[int] | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Digits: a stratified 80/20 split of the seen classes; CIFAR/STL: their own train/test
+    files, restricted to the seen classes; held out = every image of the other classes."""
+    if dataset == "digits":
+        data = load_dataset("digits")
+        seen = list(range(7)) if seen_classes is None else list(seen_classes)
+        train, test, held = class_split(data, seen, test_fraction=0.2, seed=seed)
+        return Splits(train, test, held, digits_augment(), seen)
+    train_all = load_dataset(dataset, data_root, "train")
+    test_all = load_dataset(dataset, data_root, "test")
+    seen = (
+        train_all.classes()[: max(2, len(train_all.classes()) * 7 // 10)]
+        if seen_classes is None
+        else list(seen_classes)
+    )
+    keep = torch.tensor(seen)
+    return Splits(
+        train_all.subset(torch.isin(train_all.labels, keep)),
+        test_all.subset(torch.isin(test_all.labels, keep)),
+        test_all.subset(~torch.isin(test_all.labels, keep)),
+        cifar_augment(blur=dataset == "stl10"),
+        seen,
+    )
+
+
+def build_model(
+    method: str,
+    encoder: str,
+    width: int,
+    proj_dims: list[int],
+    input_shape: tuple[int, ...],
+    seed: int,
+    options: dict | None = None,
+) -> Method:
+    torch.manual_seed(seed)
+    backbone = build_backbone(encoder, input_shape, width)
+    return build_method(method, backbone, tuple(proj_dims), **(options or {}))
+
+
+def train(
+    method: Method,
+    splits: Splits,
+    mode: str,
+    steps: int,
+    tasks_per_step: int,
+    n_samples: int,
+    seed: int,
+    gessl: dict | None = None,
+    outer_lr: float = 1e-3,
+    checkpoint_path: str | None = None,
+    checkpoint_every: int = 0,
+    callback: Callable[[dict], None] | None = None,
+    progress: bool = True,
+) -> tuple[Trainer, float]:
+    """Train on tasks of seen-class training images; returns the trainer and wall-clock s."""
+    opts = dict(gessl or {}) if mode == "gessl" else {}
+    cfg = GeSSLConfig(
+        mode=mode, tasks_per_step=tasks_per_step, outer_lr=outer_lr, seed=seed, **opts
+    )
+    trainer = Trainer(
+        method,
+        DatasetTasks(splits.train, splits.augment),
+        cfg,
+        n_samples=n_samples,
+        checkpoint_path=checkpoint_path,
+    )
+    start = time.perf_counter()
+    trainer.fit(steps, checkpoint_every=checkpoint_every, progress=progress, callback=callback)
+    return trainer, time.perf_counter() - start
+
+
+def evaluate(
+    method: Method,
+    splits: Splits,
+    seed: int = 0,
+    knn_k: int = 20,
+    knn_temperature: float = 0.07,
+    few_shot_way: int = 5,
+    few_shot_shot: int = 5,
+    few_shot_episodes: int = 300,
+    report_tasks: int = 8,
+    report_samples: int = 32,
+    report_temperature: float = 0.1,
+    provider: str = "trained",
+    provider_steps: int = 100,
+) -> dict[str, Any]:
+    """The evaluation suite on frozen backbone features (and the head, for the report)."""
+    method.eval()
+    bb = method.backbone
+    ftr, fte, fho = (features(bb, s.images) for s in (splits.train, splits.test, splits.held_out))
+    out: dict[str, Any] = {
+        "linear_probe": linear_probe(ftr, splits.train.labels, fte, splits.test.labels),
+        "knn": knn_accuracy(
+            ftr, splits.train.labels, fte, splits.test.labels, knn_k, knn_temperature
+        ),
+        "effective_rank": effective_rank(fte),
+    }
+    way = min(few_shot_way, len(splits.held_out.classes()))
+    out["few_shot"] = few_shot(
+        fho,
+        splits.held_out.labels,
+        n_way=way,
+        k_shot=few_shot_shot,
+        episodes=few_shot_episodes,
+        seed=seed,
+    ).to_dict()
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    params = {k: v.detach() for k, v in method.online_params().items()}
+    with torch.no_grad():  # on the normalised embeddings the loss shapes (Wang & Isola 2020)
+        a = splits.augment(splits.test.images, gen)
+        b = splits.augment(splits.test.images, gen)
+        za = F.normalize(method.embed(params, a), dim=1)
+        zb = F.normalize(method.embed(params, b), dim=1)
+    out["alignment"] = float(alignment(za, zb))
+    out["uniformity"] = float(uniformity(za))
+    sets = {
+        name: DatasetTasks(data, splits.augment).sample(report_tasks, report_samples, gen)
+        for name, data in (
+            ("train", splits.train),
+            ("fresh", splits.test),
+            ("held_out", splits.held_out),
+        )
+    }
+    out["universality"] = universality_report(
+        method,
+        sets,
+        provider=provider,
+        temperature=report_temperature,
+        provider_steps=provider_steps,
+    )
+    method.train()
+    return out
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of :func:`evaluate` as a flat dict of floats."""
+    u = result["universality"]
+    return {
+        "linear_probe": result["linear_probe"]["accuracy"],
+        "knn": result["knn"]["accuracy"],
+        "few_shot": result["few_shot"]["accuracy"],
+        "few_shot_ci95": result["few_shot"]["ci95"],
+        "alignment": result["alignment"],
+        "uniformity": result["uniformity"],
+        "effective_rank": result["effective_rank"],
+        **{f"sigma_{k}": v["sigma"] for k, v in u.items()},
+        **{f"sigma_excess_{k}": v["sigma_excess"] for k, v in u.items()},
+        **{f"task_accuracy_{k}": v["accuracy"] for k, v in u.items()},
+    }

@@ -1,0 +1,199 @@
+"""Batched image augmentations written in torch (no torchvision), seeded by a ``torch.Generator``.
+
+Each function maps ``[B, C, H, W]`` (or ``[..., C, H, W]``) images in [0, 1] to augmented images
+of the same shape, drawing an independent random transform per image. Pipelines:
+:func:`digits_augment` (small affine jitter and noise; no flips — digits are not mirror
+symmetric) and :func:`cifar_augment` (SimCLR-style crop, flip, colour jitter, grayscale, blur).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "Augment",
+    "cifar_augment",
+    "color_jitter",
+    "digits_augment",
+    "gaussian_blur",
+    "gaussian_noise",
+    "hflip",
+    "random_affine",
+    "random_grayscale",
+    "random_resized_crop",
+]
+
+
+def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+
+def _warp(x: Tensor, theta: Tensor) -> Tensor:
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_resized_crop(
+    x: Tensor,
+    gen: torch.Generator,
+    scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Tensor:
+    """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio``, resize back."""
+    b = x.shape[0]
+    area = _u(gen, b, *scale)
+    log_r = _u(gen, b, math.log(ratio[0]), math.log(ratio[1]))
+    w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
+    h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
+    cx = (2 * torch.rand(b, generator=gen) - 1) * (1 - w)
+    cy = (2 * torch.rand(b, generator=gen) - 1) * (1 - h)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = w, h, cx, cy
+    return _warp(x, theta)
+
+
+def random_affine(
+    x: Tensor,
+    gen: torch.Generator,
+    max_shift: float = 0.125,
+    max_degrees: float = 12.0,
+    scale: tuple[float, float] = (0.9, 1.1),
+) -> Tensor:
+    """Random rotation, isotropic scaling and shift (fractions of the half-width)."""
+    b = x.shape[0]
+    a = torch.deg2rad(_u(gen, b, -max_degrees, max_degrees))
+    s = _u(gen, b, *scale)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(a) / s, -torch.sin(a) / s
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a) / s, torch.cos(a) / s
+    theta[:, 0, 2], theta[:, 1, 2] = (
+        _u(gen, b, -2 * max_shift, 2 * max_shift),
+        _u(gen, b, -2 * max_shift, 2 * max_shift),
+    )
+    return _warp(x, theta)
+
+
+def hflip(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:
+    flip = torch.rand(x.shape[0], generator=gen) < p
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def _gray(x: Tensor) -> Tensor:
+    if x.shape[1] == 1:
+        return x
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)
+    return (x * w[None, :, None, None]).sum(1, keepdim=True).expand_as(x)
+
+
+def color_jitter(
+    x: Tensor,
+    gen: torch.Generator,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    p: float = 0.8,
+) -> Tensor:
+    """Per-image brightness, contrast and saturation factors in ``[1 − s, 1 + s]``."""
+    b = x.shape[0]
+    apply = (torch.rand(b, generator=gen) < p)[:, None, None, None]
+    bf = _u(gen, b, 1 - brightness, 1 + brightness)[:, None, None, None]
+    cf = _u(gen, b, 1 - contrast, 1 + contrast)[:, None, None, None]
+    sf = _u(gen, b, 1 - saturation, 1 + saturation)[:, None, None, None]
+    y = x * bf
+    mean = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
+    y = (y - mean) * cf + mean
+    g = _gray(y)
+    y = (y - g) * sf + g
+    return torch.where(apply, y.clamp(0, 1), x)
+
+
+def random_grayscale(x: Tensor, gen: torch.Generator, p: float = 0.2) -> Tensor:
+    apply = (torch.rand(x.shape[0], generator=gen) < p)[:, None, None, None]
+    return torch.where(apply, _gray(x), x)
+
+
+def gaussian_blur(
+    x: Tensor,
+    gen: torch.Generator,
+    sigma: tuple[float, float] = (0.1, 2.0),
+    p: float = 0.5,
+    kernel: int = 5,
+) -> Tensor:
+    """Separable Gaussian blur with a per-image σ (grouped convolution)."""
+    b, c, h, w = x.shape
+    s = _u(gen, b, *sigma)
+    r = torch.arange(kernel, dtype=x.dtype) - kernel // 2
+    k = torch.exp(-(r[None, :] ** 2) / (2 * s[:, None].to(x.dtype) ** 2))
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, dim=0)  # [b*c, kernel]
+    y = x.reshape(1, b * c, h, w)
+    pad = kernel // 2
+    y = F.conv2d(
+        F.pad(y, (pad, pad, 0, 0), mode="reflect" if w > pad else "replicate"),
+        k[:, None, None, :],
+        groups=b * c,
+    )
+    y = F.conv2d(
+        F.pad(y, (0, 0, pad, pad), mode="reflect" if h > pad else "replicate"),
+        k[:, None, :, None],
+        groups=b * c,
+    )
+    apply = (torch.rand(b, generator=gen) < p)[:, None, None, None]
+    return torch.where(apply, y.reshape(b, c, h, w), x)
+
+
+def gaussian_noise(x: Tensor, gen: torch.Generator, std: float = 0.05) -> Tensor:
+    return x + std * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """A pipeline of ``(function, keyword options)`` steps applied in order."""
+
+    steps: list[tuple[Callable[..., Tensor], dict]] = field(default_factory=list)
+    name: str = "augment"
+
+    def __call__(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        lead = x.shape[:-3]
+        y = x.reshape(-1, *x.shape[-3:])
+        for fn, kw in self.steps:
+            y = fn(y, gen, **kw)
+        return y.reshape(*lead, *y.shape[-3:])
+
+
+def digits_augment(strength: float = 1.0) -> Augment:
+    """For 8×8 digits: affine jitter (shift ≤ 1 px, ±12°, ±10% scale), light blur, noise."""
+    return Augment(
+        [
+            (
+                random_affine,
+                {
+                    "max_shift": 0.125 * strength,
+                    "max_degrees": 12.0 * strength,
+                    "scale": (1 - 0.1 * strength, 1 + 0.1 * strength),
+                },
+            ),
+            (gaussian_blur, {"sigma": (0.1, 0.8), "p": 0.3, "kernel": 3}),
+            (gaussian_noise, {"std": 0.05 * strength}),
+        ],
+        "digits",
+    )
+
+
+def cifar_augment(crop_scale: tuple[float, float] = (0.2, 1.0), blur: bool = False) -> Augment:
+    """SimCLR's CIFAR recipe (Chen et al. 2020, App. B.9): crop, flip, colour jitter 0.4 with
+    p = 0.8, grayscale p = 0.2; blur off for 32×32 (on for STL-10)."""
+    steps: list[tuple[Callable[..., Tensor], dict]] = [
+        (random_resized_crop, {"scale": crop_scale}),
+        (hflip, {}),
+        (color_jitter, {}),
+        (random_grayscale, {}),
+    ]
+    if blur:
+        steps.append((gaussian_blur, {}))
+    return Augment(steps, "cifar")

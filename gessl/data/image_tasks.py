@@ -1,0 +1,45 @@
+"""Tasks from an image dataset: N distinct images per task, four augmented views each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gessl.data.datasets import ImageSet
+from gessl.data.synthetic import TaskBatch
+
+__all__ = ["DatasetTasks"]
+
+
+@dataclass(frozen=True)
+class DatasetTasks:
+    """Sample M tasks of N distinct images (optionally of chosen classes) with augmented views.
+
+    A mini-batch task in the paper's sense (arXiv 2405.01053): class k of the N-way task is image
+    k; its instances are its augmented views — two support views and two query views.
+    """
+
+    data: ImageSet
+    augment: Callable[[Tensor, torch.Generator], Tensor]
+
+    def sample(
+        self, n_tasks: int, n_samples: int, gen: torch.Generator, classes: list[int] | None = None
+    ) -> TaskBatch:
+        pool = (
+            torch.arange(len(self.data))
+            if classes is None
+            else torch.nonzero(torch.isin(self.data.labels, torch.tensor(classes))).flatten()
+        )
+        if len(pool) < n_samples:
+            raise ValueError(f"a task needs {n_samples} distinct images, only {len(pool)} exist")
+        idx = torch.stack(
+            [pool[torch.randperm(len(pool), generator=gen)[:n_samples]] for _ in range(n_tasks)]
+        )
+        images = self.data.images[idx]  # [M, N, C, H, W]
+        return TaskBatch(*(self.augment(images, gen) for _ in range(4)))
+
+    def task_labels(self, idx: Tensor) -> Tensor:
+        return self.data.labels[idx]

@@ -1,0 +1,133 @@
+"""The universality report: σ, sigma_excess and task accuracy on three kinds of tasks.
+
+The paper (arXiv 2405.01053, v4) calls a representation universal when it is discriminative
+(good on training tasks), generalises (good on fresh tasks of the same data) and transfers (good
+on tasks of unseen classes); σ measures the gap to the optimal task-specific models (paper.md
+§1.2–1.4). The optimal model of a task comes from a *provider* (SPEC §2.4):
+
+* ``trained`` — a copy of the model fine-tuned on the task's support views with the method's own
+  loss until the mean support loss stops improving (evaluation only; reconstruction of "optimal
+  task-specific model", gap G2);
+* ``lookahead`` — a fixed number of SGD steps, what GeSSL's future updates approximate.
+  (``bayes``, the closed form, exists only in the theory settings, see ``theory/``.)
+
+The task classifier of a model is the N-way softmax of cosine similarities between the
+embeddings of the query views ``a`` and ``b`` at ``temperature`` (labels ``arange(N)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import grad, vmap
+
+from gessl.data.synthetic import TaskBatch
+from gessl.losses import no_value_checks
+from gessl.methods.base import Method, Params
+from gessl.sigma import sigma, sigma_excess
+from gessl.tasks import task_logits
+
+__all__ = ["PROVIDERS", "adapt_per_task", "task_log_probs", "universality_report"]
+
+PROVIDERS = ("trained", "lookahead")
+
+
+def adapt_per_task(
+    method: Method,
+    batch: TaskBatch,
+    steps: int,
+    lr: float,
+    patience: int | None = None,
+    tol: float = 1e-4,
+    check_every: int = 5,
+) -> tuple[Params, int]:
+    """SGD on each task's support views from the current parameters, tasks batched with vmap.
+
+    With ``patience``, the mean support loss is checked every ``check_every`` steps and the loop
+    stops once it has not improved by ``tol`` for ``patience`` checks (at most ``steps`` steps).
+    Returns per-task parameters (leading dim M) and the number of steps taken.
+    """
+    phi = {k: v.detach() for k, v in method.online_params().items()}
+    m = batch.n_tasks
+    params = {k: v.expand(m, *v.shape).clone() for k, v in phi.items()}
+    targets = method.targets(batch.support_a, batch.support_b, batched=True)
+    tg = targets if targets is not None else {}
+
+    def loss(p: Params, a: Tensor, b: Tensor, t: dict[str, Tensor]) -> Tensor:
+        return method.loss(p, a, b, t or None).loss
+
+    step_fn = vmap(grad(lambda p, a, b, t: loss(p, a, b, t), has_aux=False))
+    value_fn = vmap(loss)
+    best, since, taken = float("inf"), 0, 0
+    with no_value_checks():
+        for taken in range(1, steps + 1):
+            g = step_fn(params, batch.support_a, batch.support_b, tg)
+            params = {k: params[k] - lr * g[k] for k in params}
+            if patience is not None and taken % check_every == 0:
+                current = float(value_fn(params, batch.support_a, batch.support_b, tg).mean())
+                if current < best - tol:
+                    best, since = current, 0
+                else:
+                    since += 1
+                    if since >= patience:
+                        break
+    return params, taken
+
+
+def task_log_probs(
+    method: Method, params: Params, a: Tensor, b: Tensor, temperature: float, batched_params: bool
+) -> Tensor:
+    """``[M, N, N]`` log-probabilities of the task classifier on query views ``a`` vs ``b``."""
+
+    def one(p: Params, xa: Tensor, xb: Tensor) -> Tensor:
+        return torch.log_softmax(
+            task_logits(method.embed(p, xa), method.embed(p, xb), temperature), dim=-1
+        )
+
+    with torch.no_grad(), no_value_checks():
+        return vmap(one, in_dims=(0 if batched_params else None, 0, 0))(params, a, b)
+
+
+def universality_report(
+    method: Method,
+    task_sets: dict[str, TaskBatch],
+    provider: str = "trained",
+    temperature: float = 0.1,
+    provider_steps: int = 100,
+    provider_lr: float = 0.05,
+    patience: int = 10,
+) -> dict[str, dict[str, Any]]:
+    """σ (KL(π_model ‖ π_opt)) and sigma_excess (reverse) per query, and task accuracy of the
+    model and of the optimal task models, for each named set of tasks.
+
+    ``task_sets`` maps a name (e.g. ``"train"``, ``"fresh"``, ``"held_out"``) to a
+    :class:`TaskBatch`; support views train the provider, query views are evaluated.
+    """
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+    phi = {k: v.detach() for k, v in method.online_params().items()}
+    report: dict[str, dict[str, Any]] = {}
+    for name, batch in task_sets.items():
+        opt, taken = adapt_per_task(
+            method, batch, provider_steps, provider_lr, patience if provider == "trained" else None
+        )
+        lp_model = task_log_probs(method, phi, batch.query_a, batch.query_b, temperature, False)
+        lp_opt = task_log_probs(method, opt, batch.query_a, batch.query_b, temperature, True)
+        # renormalise in float64 (the float32 rows sum to 1 only to ~1e-7)
+        lp_model, lp_opt = lp_model.double().log_softmax(-1), lp_opt.double().log_softmax(-1)
+        n = batch.n_samples
+        labels = torch.arange(n)
+        report[name] = {
+            "sigma": float(sigma(lp_model, lp_opt)) / n,
+            "sigma_excess": float(sigma_excess(lp_model, lp_opt)) / n,
+            "accuracy": float((lp_model.argmax(-1) == labels).float().mean()),
+            "accuracy_optimal": float((lp_opt.argmax(-1) == labels).float().mean()),
+            "tasks": batch.n_tasks,
+            "n": n,
+            "provider": provider,
+            "provider_steps": taken,
+            "temperature": temperature,
+        }
+    return report

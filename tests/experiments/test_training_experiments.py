@@ -1,0 +1,120 @@
+"""pretrain, sigma, ablation and study experiments on tiny settings: records and results."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from experiments import ablation, pretrain, sigma, study
+from experiments.tracking import run_experiment
+from tests.experiments.fake_wandb import make_fake_wandb
+
+TINY_EVAL = {
+    "few_shot_way": 3,
+    "few_shot_episodes": 20,
+    "provider_steps": 5,
+    "report_tasks": 2,
+    "report_samples": 8,
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_wandb(monkeypatch):
+    fake = make_fake_wandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    return fake
+
+
+def test_pretrain_records_training_and_evaluation(tmp_path, fake_wandb):
+    run = run_experiment(
+        pretrain.ex,
+        {"steps": 3, "width": 8, "n_samples": 8, "evaluation": TINY_EVAL, "method": "byol"},
+        runs_dir=str(tmp_path),
+    )
+    assert run.status == "COMPLETED"
+    r = run.result
+    for key in (
+        "linear_probe",
+        "knn",
+        "few_shot",
+        "sigma_train",
+        "sigma_fresh",
+        "sigma_held_out",
+        "alignment",
+        "uniformity",
+        "effective_rank",
+    ):
+        assert key in r
+    assert 0 <= r["linear_probe"] <= 1 and r["sigma_held_out"] >= 0
+    d = tmp_path / str(run._id)
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert metrics["train/loss"]["steps"] == [1, 2, 3]
+    assert (d / "model.pt").stat().st_size > 0
+    info = json.loads((d / "info.json").read_text())
+    assert set(info["evaluation"]["universality"]) == {"train", "fresh", "held_out"}
+    assert fake_wandb.runs[0].finished == 0
+
+
+def test_pretrain_missing_cifar_folder_fails_with_the_named_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("GESSL_DATA_DIR", raising=False)
+    with pytest.raises(FileNotFoundError, match="cifar10"):
+        run_experiment(
+            pretrain.ex,
+            {"dataset": "cifar10", "data_root": str(tmp_path / "x")},
+            runs_dir=str(tmp_path),
+        )
+    record = json.loads((tmp_path / "1" / "run.json").read_text())
+    assert record["status"] == "FAILED"
+
+
+def test_sigma_experiment_logs_both_modes(tmp_path):
+    run = run_experiment(
+        sigma.ex,
+        {
+            "steps": 2,
+            "eval_every": 1,
+            "width": 8,
+            "n_samples": 8,
+            "report_tasks": 2,
+            "provider_steps": 3,
+        },
+        runs_dir=str(tmp_path),
+    )
+    series = json.loads((tmp_path / str(run._id) / "info.json").read_text())["series"]
+    for split in ("train", "fresh", "held_out"):
+        for mode in ("plain", "gessl"):
+            s = series[f"sigma/{split}/{mode}"]
+            assert s["steps"] == [0, 1, 2] and len(s["values"]) == 3
+    # both models start from the same initialisation: equal σ at step 0
+    assert series["sigma/fresh/plain"]["values"][0] == series["sigma/fresh/gessl"]["values"][0]
+
+
+def test_ablation_and_study_write_tables(tmp_path):
+    run = run_experiment(
+        ablation.ex,
+        {"steps": 2, "values": [0, 1], "width": 8, "n_samples": 8, "evaluation": TINY_EVAL},
+        runs_dir=str(tmp_path),
+    )
+    assert [r["value"] for r in run.result["rows"]] == [0, 1]
+    md = (tmp_path / str(run._id) / "ablation.md").read_text()
+    assert md.startswith("| lookahead_steps |") and md.count("\n") == 3
+    run = run_experiment(
+        study.ex,
+        {
+            "profile": "tiny",
+            "methods": ["simclr"],
+            "width": 8,
+            "n_samples": 8,
+            "evaluation": TINY_EVAL,
+        },
+        runs_dir=str(tmp_path),
+    )
+    rows = run.result["rows"]
+    assert [(r["method"], r["mode"]) for r in rows] == [("simclr", "plain"), ("simclr", "gessl")]
+    assert all(r["seeds"] == 2 for r in rows)
+    table = (tmp_path / str(run._id) / "study.md").read_text()
+    assert "| simclr | gessl |" in table and "σ held-out" in table
+    with pytest.raises(ValueError, match="unknown GeSSL option"):
+        run_experiment(ablation.ex, {"parameter": "nope"}, runs_dir=str(tmp_path))

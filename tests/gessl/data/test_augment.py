@@ -1,0 +1,62 @@
+"""Batched augmentations: shapes, seeding, identities, and the task sampler."""
+
+from __future__ import annotations
+
+import torch
+
+from gessl.data import DatasetTasks, cifar_augment, digits_augment, load_digits
+from gessl.data.augment import (
+    color_jitter,
+    gaussian_blur,
+    hflip,
+    random_grayscale,
+    random_resized_crop,
+)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_shapes_seeding_and_leading_dims():
+    x = torch.rand(2, 5, 3, 16, 16)
+    a = cifar_augment(blur=True)(x, _gen(1))
+    b = cifar_augment(blur=True)(x, _gen(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert not torch.equal(a, cifar_augment(blur=True)(x, _gen(2)))
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+
+
+def test_identity_cases():
+    x = torch.rand(4, 3, 8, 8)
+    crop = random_resized_crop(x, _gen(), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(crop, x, atol=1e-6, rtol=0)  # a full, centred crop changes nothing
+    assert torch.equal(hflip(x, _gen(), p=1.0), x.flip(-1))
+    assert torch.equal(hflip(x, _gen(), p=0.0), x)
+    g = random_grayscale(x, _gen(), p=1.0)
+    assert torch.allclose(g[:, 0], g[:, 1]) and torch.allclose(g[:, 1], g[:, 2])
+    const = torch.full((2, 1, 8, 8), 0.3)
+    torch.testing.assert_close(gaussian_blur(const, _gen(), p=1.0), const)
+    assert torch.equal(color_jitter(x, _gen(), p=0.0), x)
+
+
+def test_digit_views_stay_close_to_the_image():
+    d = load_digits()
+    x = d.images[:200]
+    y = digits_augment()(x, _gen())
+    corr = torch.nn.functional.cosine_similarity(x.flatten(1), y.flatten(1))
+    other = torch.nn.functional.cosine_similarity(x.flatten(1), y.roll(1, 0).flatten(1))
+    assert float(corr.mean()) > float(other.mean()) + 0.1  # a view resembles its own image most
+
+
+def test_dataset_tasks_draw_distinct_images_of_chosen_classes():
+    d = load_digits()
+    sampler = DatasetTasks(d, lambda x, g: x)  # identity augmentation: views equal the images
+    batch = sampler.sample(3, 20, _gen(), classes=[1, 2])
+    assert batch.support_a.shape == (3, 20, 1, 8, 8)
+    for t in range(3):
+        flat = {tuple(v.flatten().tolist()) for v in batch.query_a[t]}
+        assert len(flat) >= 19  # distinct images (digits has a few exact duplicates)
+    allowed = d.images[(d.labels == 1) | (d.labels == 2)].flatten(1)
+    hits = (batch.query_b[0].flatten(1)[:, None, :] == allowed[None]).all(-1).any(-1)
+    assert bool(hits.all())
