@@ -1,0 +1,74 @@
+"""``python -m paper_figures [--runs DIR] [--out DIR] [--only NAME] [--run-missing]``.
+
+Regenerates every figure and table from the run records; an output whose records are missing is
+skipped with a message naming the command that produces them (``--run-missing`` runs those
+commands first, in their quick profile). Exit status 0, or 1 when an output named with
+``--only`` could not be built; 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from paper_figures.figures import BUILDERS, COMMANDS, MissingRecord, build
+from paper_figures.records import find_runs
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m paper_figures", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--runs",
+        default=os.environ.get("GESSL_RUNS_DIR", "runs"),
+        help="folder of the Sacred file records (default: runs or $GESSL_RUNS_DIR)",
+    )
+    p.add_argument("--out", default="figures", help="output folder (default: figures)")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(BUILDERS),
+        help="build only this output (repeatable)",
+    )
+    p.add_argument(
+        "--run-missing",
+        action="store_true",
+        help="run the experiment producing a missing record, then build",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    names = args.only or list(BUILDERS)
+    out = Path(args.out)
+    skipped = []
+    for name in names:
+        runs = find_runs(args.runs)
+        try:
+            paths = build(name, runs, out)
+        except MissingRecord as err:
+            if not args.run_missing:
+                print(f"skipped {err}", file=sys.stderr)
+                skipped.append(name)
+                continue
+            cmd = COMMANDS[name]
+            print(f"{name}: running `{cmd}` (records under {args.runs})", file=sys.stderr)
+            env = {**os.environ, "GESSL_RUNS_DIR": args.runs}
+            subprocess.run(shlex.split(cmd), env=env, check=False)  # bounds exits 1 on findings
+            try:
+                paths = build(name, find_runs(args.runs), out)
+            except MissingRecord as again:
+                print(f"skipped {again} (the command did not produce it)", file=sys.stderr)
+                skipped.append(name)
+                continue
+        print(f"{name}: {len(paths)} files in {out}")
+    return 1 if args.only and skipped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

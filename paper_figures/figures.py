@@ -1,0 +1,294 @@
+"""Every figure and table, each built from the latest completed run record that produces it.
+
+Each builder returns the paths it wrote, or raises :class:`MissingRecord` naming the experiment
+command that produces its input. Every output names its sources (run ids) in a sidecar
+``<name>.json``, in the PNG text chunk ``Source`` and in the PDF ``Keywords``.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from paper_figures.panels import MEASURED_COLORS, STYLE, VERDICT_COLORS, plot_claim
+from paper_figures.records import RunRecord, latest
+
+__all__ = ["BUILDERS", "COMMANDS", "MissingRecord", "build"]
+
+COMMANDS = {
+    "claims": "python -m experiments.bounds",
+    "claims_summary": "python -m experiments.bounds",
+    "sigma_vs_step": "python -m experiments.sigma",
+    "ablation_lookahead_steps": (
+        "python -m experiments.ablation with parameter=lookahead_steps 'values=[0, 1, 2, 4]'"
+    ),
+    "ablation_inner_steps": (
+        "python -m experiments.ablation with parameter=inner_steps 'values=[0, 1, 2, 4]'"
+    ),
+    "study_table": "python -m experiments.study",
+    "overhead_table": "python -m experiments.benchmark",
+}
+
+
+class MissingRecord(LookupError):
+    """No completed run record for a figure; the message names the command that makes one."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name}: no completed run record; produce it with `{COMMANDS[name]}`")
+        self.name = name
+
+
+def _sidecar(path: Path, sources: list[dict[str, str]], outputs: list[Path]) -> Path:
+    side = path.with_suffix(".json")
+    side.write_text(
+        json.dumps(
+            {"sources": sources, "outputs": [p.name for p in outputs]}, indent=1, sort_keys=True
+        )
+        + "\n"
+    )
+    return side
+
+
+def save_figure(fig: Figure, out: Path, name: str, sources: list[dict[str, str]]) -> list[Path]:
+    """PNG and PDF with deterministic metadata, plus the sidecar JSON."""
+    out.mkdir(parents=True, exist_ok=True)
+    src = json.dumps([{k: s[k] for k in ("experiment", "run_id")} for s in sources])
+    png, pdf = out / f"{name}.png", out / f"{name}.pdf"
+    fig.savefig(png, metadata={"Software": None, "Source": src, "Title": name})
+    fig.savefig(
+        pdf,
+        metadata={
+            "Creator": None,
+            "Producer": None,
+            "CreationDate": None,
+            "Keywords": src,
+            "Title": name,
+        },
+    )
+    plt.close(fig)
+    return [png, pdf, _sidecar(out / name, sources, [png, pdf])]
+
+
+def save_tables(
+    out: Path, name: str, markdown: str, latex: str, sources: list[dict[str, str]]
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md, tex = out / f"{name}.md", out / f"{name}.tex"
+    md.write_text(markdown + "\n")
+    tex.write_text(latex + "\n")
+    return [md, tex, _sidecar(out / name, sources, [md, tex])]
+
+
+# ------------------------------------------------------------------------------------ builders
+def _bounds_records(runs: list[RunRecord]) -> tuple[RunRecord, list[dict[str, Any]]]:
+    run = latest(runs, "bounds", lambda r: r.artifact("claims.json").is_file())
+    if run is None:
+        raise MissingRecord("claims")
+    return run, json.loads(run.artifact("claims.json").read_text())["claims"]
+
+
+def claims(runs: list[RunRecord], out: Path) -> list[Path]:
+    """One panel per claim (empirical vs bound, log-log where the claim is a rate)."""
+    run, records = _bounds_records(runs)
+    paths: list[Path] = []
+    for rec in records:
+        paths += save_figure(plot_claim(rec), out / "claims", rec["claim_id"], [run.source()])
+    return paths
+
+
+def claims_summary(runs: list[RunRecord], out: Path) -> list[Path]:
+    """All claims at a glance: kind, verdict (coloured) and the measured-vs-bound summary."""
+    try:
+        run, records = _bounds_records(runs)
+    except MissingRecord:
+        raise MissingRecord("claims_summary") from None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(11, 0.38 * len(records) + 0.9))
+        ax.set_axis_off()
+        for i, rec in enumerate(records):
+            y = len(records) - i
+            color = VERDICT_COLORS.get(rec["verdict"], "black")
+            ax.add_patch(plt.Rectangle((0.30, y - 0.38), 0.09, 0.76, color=color, alpha=0.85))
+            ax.text(0.0, y, rec["claim_id"], va="center", fontsize=8, family="DejaVu Sans Mono")
+            ax.text(0.255, y, rec["kind"], va="center", fontsize=8)
+            ax.text(0.345, y, rec["verdict"], va="center", ha="center", fontsize=7, color="white")
+            ax.text(0.40, y, textwrap.shorten(rec["summary"], 105), va="center", fontsize=7)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0.3, len(records) + 0.9)
+        counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICT_COLORS}
+        ax.set_title(
+            f"experiments.bounds run {run.run_id} ({run.config.get('profile', '?')}): "
+            + ", ".join(f"{n} {v}" for v, n in counts.items()),
+            fontsize=10,
+        )
+        fig.tight_layout()
+    return save_figure(fig, out, "claims_summary", [run.source()])
+
+
+def sigma_vs_step(runs: list[RunRecord], out: Path) -> list[Path]:
+    """σ against the training step, GeSSL vs plain, on training, fresh and held-out tasks."""
+    run = latest(runs, "sigma", lambda r: "series" in r.info)
+    if run is None:
+        raise MissingRecord("sigma_vs_step")
+    series = run.info["series"]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
+        for ax, split in zip(axes, ("train", "fresh", "held_out")):
+            for j, mode in enumerate(("plain", "gessl")):
+                s = series.get(f"sigma/{split}/{mode}")
+                if s:
+                    ax.plot(
+                        s["steps"],
+                        s["values"],
+                        "o-",
+                        ms=3,
+                        color=MEASURED_COLORS[j],
+                        label="GeSSL" if mode == "gessl" else "plain",
+                    )
+            ax.set_title(f"{split.replace('_', '-')} tasks")
+            ax.set_xlabel("outer step")
+        axes[0].set_ylabel("σ per query (nats)")
+        axes[0].legend(frameon=False)
+        fig.suptitle(
+            f"σ over training: {run.config.get('method', '?')} on "
+            f"{run.config.get('dataset', '?')} (run {run.run_id})",
+            fontsize=10,
+        )
+        fig.tight_layout()
+    return save_figure(fig, out, "sigma_vs_step", [run.source()])
+
+
+def _ablation(parameter: str) -> Callable[[list[RunRecord], Path], list[Path]]:
+    name = f"ablation_{parameter}"
+
+    def build_one(runs: list[RunRecord], out: Path) -> list[Path]:
+        run = latest(
+            runs,
+            "ablation",
+            lambda r: r.config.get("parameter") == parameter and isinstance(r.result, dict),
+        )
+        if run is None:
+            raise MissingRecord(name)
+        rows = run.result["rows"]
+        xs = [str(r["value"]) for r in rows]
+        panels = [
+            ("sigma_fresh", "σ fresh"),
+            ("sigma_held_out", "σ held-out"),
+            ("linear_probe", "linear probe"),
+            ("few_shot", "few-shot"),
+        ]
+        with plt.rc_context(STYLE):
+            fig, axes = plt.subplots(1, len(panels), figsize=(11, 3.0))
+            for ax, (key, label) in zip(axes, panels):
+                ax.errorbar(
+                    xs,
+                    [r[key]["mean"] for r in rows],
+                    yerr=[r[key]["std"] for r in rows],
+                    fmt="o-",
+                    color=MEASURED_COLORS[0],
+                    capsize=3,
+                    ms=4,
+                )
+                ax.set_title(label)
+                ax.set_xlabel(parameter)
+            fig.suptitle(
+                f"ablation of {parameter} ({run.config.get('method', '?')}, run "
+                f"{run.run_id}; mean ± std over {len(run.config.get('seeds', [0]))} "
+                "seed(s))",
+                fontsize=10,
+            )
+            fig.tight_layout()
+        return save_figure(fig, out, name, [run.source()])
+
+    build_one.__name__ = name
+    return build_one
+
+
+def _latex(header: list[str], body: list[list[str]]) -> str:
+    esc = [h.replace("σ", r"$\sigma$").replace("_", r"\_").replace("±", r"$\pm$") for h in header]
+    lines = [
+        r"\begin{tabular}{" + "l" * 2 + "r" * (len(header) - 2) + "}",
+        r"\toprule",
+        " & ".join(esc) + r" \\",
+        r"\midrule",
+    ]
+    for row in body:
+        lines.append(" & ".join(c.replace("±", r"$\pm$").replace("_", r"\_") for c in row) + r" \\")
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"])
+
+
+def study_table(runs: list[RunRecord], out: Path) -> list[Path]:
+    """The study's accuracy and σ table (mean ± std over seeds), Markdown and LaTeX."""
+    run = latest(runs, "study", lambda r: r.artifact("study.json").is_file())
+    if run is None:
+        raise MissingRecord("study_table")
+    data = json.loads(run.artifact("study.json").read_text())
+    cols = [
+        ("linear_probe", "linear probe"),
+        ("knn", "kNN"),
+        ("few_shot", "few-shot"),
+        ("sigma_train", "σ train"),
+        ("sigma_fresh", "σ fresh"),
+        ("sigma_held_out", "σ held-out"),
+        ("train_seconds", "train s"),
+    ]
+    header = ["method", "mode", *[c[1] for c in cols]]
+    body = [
+        [r["method"], r["mode"], *[f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}" for k, _ in cols]]
+        for r in data["rows"]
+    ]
+    md = "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *["| " + " | ".join(b) + " |" for b in body],
+        ]
+    )
+    md += (
+        f"\n\nrun {run.run_id} of `experiments.study` ({data.get('profile', '?')} profile, "
+        f"{data.get('steps', '?')} steps); mean ± std over seeds."
+    )
+    return save_tables(out, "study_table", md, _latex(header, body), [run.source()])
+
+
+def overhead_table(runs: list[RunRecord], out: Path) -> list[Path]:
+    """The benchmark's overhead table (``result["table"] = {"columns", "rows"}``)."""
+    run = latest(runs, "benchmark", lambda r: isinstance(r.result, dict) and "table" in r.result)
+    if run is None:
+        raise MissingRecord("overhead_table")
+    table = run.result["table"]
+    header = [str(c) for c in table["columns"]]
+    body = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in table["rows"]]
+    md = "\n".join(
+        [
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+            *["| " + " | ".join(b) + " |" for b in body],
+        ]
+    )
+    return save_tables(out, "overhead_table", md, _latex(header, body), [run.source()])
+
+
+BUILDERS: dict[str, Callable[[list[RunRecord], Path], list[Path]]] = {
+    "claims": claims,
+    "claims_summary": claims_summary,
+    "sigma_vs_step": sigma_vs_step,
+    "ablation_lookahead_steps": _ablation("lookahead_steps"),
+    "ablation_inner_steps": _ablation("inner_steps"),
+    "study_table": study_table,
+    "overhead_table": overhead_table,
+}
+
+
+def build(name: str, runs: list[RunRecord], out: Path) -> list[Path]:
+    """Build one named output (see :data:`BUILDERS`)."""
+    return BUILDERS[name](runs, out)
