@@ -103,7 +103,25 @@ def sigma_excess(log_p_model: Tensor, log_p_opt: Tensor, validate: bool = True) 
 
 
 def sigma_from_logits(logits_model: Tensor, logits_opt: Tensor, excess: bool = False) -> Tensor:
-    """:func:`sigma` (or :func:`sigma_excess` with ``excess=True``) from unnormalised logits."""
-    lp_m = torch.log_softmax(logits_model, dim=-1)
-    lp_o = torch.log_softmax(logits_opt, dim=-1)
-    return sigma_excess(lp_m, lp_o) if excess else sigma(lp_m, lp_o)
+    """:func:`sigma` (or :func:`sigma_excess` with ``excess=True``) from unnormalised logits.
+
+    Uses ``KL(p ‖ q) = Σ_k p_k (a_k − b_k) − lse(a) + lse(b)`` for ``p = softmax(a)``,
+    ``q = softmax(b)`` (``Σ p = 1``): two log-sum-exps, one softmax and one weighted sum, with no
+    normalisation check (the rows are normalised by construction). Entries with ``p_k = 0``
+    (``a_k = −inf``) contribute 0.
+    """
+    if logits_model.shape != logits_opt.shape:
+        raise ValueError(
+            f"logits_model and logits_opt must have the same shape, got "
+            f"{tuple(logits_model.shape)} and {tuple(logits_opt.shape)}"
+        )
+    if logits_model.dim() not in (2, 3) or logits_model.shape[-1] < 2:
+        raise ValueError(
+            f"logits must be [queries, N] or [tasks, queries, N] with N >= 2, got "
+            f"{tuple(logits_model.shape)}"
+        )
+    a, b = (logits_opt, logits_model) if excess else (logits_model, logits_opt)
+    lse_a, lse_b = torch.logsumexp(a, dim=-1), torch.logsumexp(b, dim=-1)
+    p = torch.exp(a - lse_a.unsqueeze(-1))
+    weighted = torch.where(p > 0, p * (a - b), torch.zeros_like(p)).sum(-1)
+    return _reduce(weighted - lse_a + lse_b)

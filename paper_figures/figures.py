@@ -260,6 +260,14 @@ def study_table(runs: list[RunRecord], out: Path) -> list[Path]:
     return save_tables(out, "study_table", md, _latex(header, body), [run.source()])
 
 
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return str(v)
+
+
 def overhead_table(runs: list[RunRecord], out: Path) -> list[Path]:
     """The benchmark's overhead table (``result["table"] = {"columns", "rows"}``)."""
     run = latest(runs, "benchmark", lambda r: isinstance(r.result, dict) and "table" in r.result)
@@ -267,7 +275,7 @@ def overhead_table(runs: list[RunRecord], out: Path) -> list[Path]:
         raise MissingRecord("overhead_table")
     table = run.result["table"]
     header = [str(c) for c in table["columns"]]
-    body = [[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row] for row in table["rows"]]
+    body = [[_cell(v) for v in row] for row in table["rows"]]
     md = "\n".join(
         [
             "| " + " | ".join(header) + " |",

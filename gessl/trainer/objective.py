@@ -9,7 +9,9 @@ Reconstruction of GeSSL v4 (SPEC §2.5; paper.md §2.2), for one task with suppo
 
 ``order="first"`` runs the inner loop on detached parameters and features, then re-attaches
 ``θ_K + (φ − sg(φ))``, so the outer gradient with respect to φ is the gradient at θ_K (FOMAML).
-``order="second"`` keeps the graph through the K steps (exact hypergradient).
+``order="second"`` keeps the graph through the K steps (exact hypergradient). For first order
+without a threshold network, :func:`build_first_order_split` gives the same gradients from two
+un-nested passes (the inner loop outside any gradient transform), which is cheaper.
 With ``threshold="learned"`` (v5 reading) the inner loss is
 ``ℓ_ssl(θ; support) + γ·h(KL_support(π_θ ‖ π_θ̃s) − δ)``, with ``h`` a smooth hinge
 (``softplus`` with sharpness β), ``θ̃s`` = K + λ plain steps from sg(φ) and
@@ -31,7 +33,7 @@ from gessl.sigma import kl_rows
 from gessl.tasks import task_logits
 from gessl.trainer.config import GeSSLConfig
 
-__all__ = ["ThresholdNet", "build_objective"]
+__all__ = ["ThresholdNet", "build_first_order_split", "build_objective"]
 
 Task = dict[str, Tensor]
 
@@ -53,6 +55,94 @@ def _detach(p: Params) -> Params:
     return {k: v.detach() for k, v in p.items()}
 
 
+class _Pieces:
+    """The building blocks shared by the objectives: losses, task classifier, KL, inner SGD."""
+
+    def __init__(self, method: Method, cfg: GeSSLConfig) -> None:
+        self.method, self.cfg = method, cfg
+        self.head_only = cfg.adapt == "projector"
+
+    @staticmethod
+    def targets_of(t: dict[str, Tensor], which: str) -> dict[str, Tensor] | None:
+        if not t:
+            return None
+        return {"t_a": t[f"{which}_t_a"], "t_b": t[f"{which}_t_b"]}
+
+    def ssl(
+        self,
+        params: Params,
+        a: Tensor,
+        b: Tensor,
+        fa: Tensor | None,
+        fb: Tensor | None,
+        tg: dict[str, Tensor] | None,
+    ) -> Tensor:
+        if fa is None:
+            return self.method.loss(params, a, b, tg).loss
+        return self.method.loss_from_features(params, fa, fb, tg).loss
+
+    def log_pi(
+        self, params: Params, a: Tensor, b: Tensor, fa: Tensor | None, fb: Tensor | None
+    ) -> Tensor:
+        za, zb = self.method.embed(params, a, fa), self.method.embed(params, b, fb)
+        return torch.log_softmax(task_logits(za, zb, self.cfg.sigma_temperature, "cosine"), -1)
+
+    def kl(self, lp_model: Tensor, lp_target: Tensor) -> Tensor:
+        if self.cfg.kl_direction == "model_target":
+            return kl_rows(lp_model, lp_target).mean()
+        return kl_rows(lp_target, lp_model).mean()
+
+    def sgd(
+        self,
+        params: Params,
+        adapt: Params,
+        steps: int,
+        loss_of: Callable[[Params], Tensor],
+        detach_grads: bool,
+    ) -> tuple[Params, Tensor | None]:
+        """``steps`` SGD steps; also returns the loss at the start (``None`` if no step)."""
+        first = None
+        for i in range(steps):
+            g, value = grad(lambda ad: _with_value(loss_of({**params, **ad})), has_aux=True)(adapt)
+            if i == 0:
+                first = value
+            if detach_grads:
+                g = _detach(g)
+            adapt = {k: adapt[k] - self.cfg.inner_lr * g[k] for k in adapt}
+        return adapt, first
+
+    def backbone_features(
+        self, phi: Params, task: Task, keys: tuple[str, ...] = ("sa", "sb", "qa", "qb")
+    ) -> tuple[Tensor | None, ...]:
+        """Backbone features of the named views (projector-only mode), else Nones."""
+        if not self.head_only:
+            return (None,) * len(keys)
+        return tuple(self.method.features(phi, task[k]) for k in keys)
+
+    def outer(
+        self,
+        full: Params,
+        task: Task,
+        tq: dict[str, Tensor] | None,
+        fqa: Tensor | None,
+        fqb: Tensor | None,
+        look: Params | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``ℓ(θ; query) + γ·KL(π_θ ‖ π_θ̃)``, the query features computed once for both."""
+        qa, qb = task["qa"], task["qb"]
+        qfa = fqa if self.head_only else self.method.features(full, qa)
+        qfb = fqb if self.head_only else self.method.features(full, qb)
+        query = self.method.loss_from_features(full, qfa, qfb, tq).loss
+        if look is None:
+            return query, query, torch.zeros_like(query)
+        target = {**_detach(full), **_detach(look)}
+        kl_term = self.kl(
+            self.log_pi(full, qa, qb, qfa, qfb),
+            self.log_pi(target, qa, qb, _d(fqa), _d(fqb)).detach(),
+        )
+        return query + self.cfg.sigma_weight * kl_term, query, kl_term
+
+
 def build_objective(
     method: Method,
     cfg: GeSSLConfig,
@@ -65,50 +155,7 @@ def build_objective(
     ``s_t_a, s_t_b, q_t_a, q_t_b`` (empty for stateless methods). ``aux`` holds the scalars
     ``ssl`` (query loss of θ_K), ``kl`` (the σ-term) and ``support_loss`` (ℓ(φ; support)).
     """
-    head_only = cfg.adapt == "projector"
-    tau = cfg.sigma_temperature
-
-    def targets_of(t: dict[str, Tensor], which: str) -> dict[str, Tensor] | None:
-        if not t:
-            return None
-        return {"t_a": t[f"{which}_t_a"], "t_b": t[f"{which}_t_b"]}
-
-    def ssl(
-        params: Params,
-        a: Tensor,
-        b: Tensor,
-        fa: Tensor | None,
-        fb: Tensor | None,
-        tg: dict[str, Tensor] | None,
-    ) -> Tensor:
-        if fa is None:
-            return method.loss(params, a, b, tg).loss
-        return method.loss_from_features(params, fa, fb, tg).loss
-
-    def log_pi(
-        params: Params, a: Tensor, b: Tensor, fa: Tensor | None, fb: Tensor | None
-    ) -> Tensor:
-        za, zb = method.embed(params, a, fa), method.embed(params, b, fb)
-        return torch.log_softmax(task_logits(za, zb, tau, "cosine"), dim=-1)
-
-    def kl(lp_model: Tensor, lp_target: Tensor) -> Tensor:
-        if cfg.kl_direction == "model_target":
-            return kl_rows(lp_model, lp_target).mean()
-        return kl_rows(lp_target, lp_model).mean()
-
-    def sgd(
-        params: Params,
-        adapt: Params,
-        steps: int,
-        loss_of: Callable[[Params], Tensor],
-        detach_grads: bool,
-    ) -> Params:
-        for _ in range(steps):
-            g = grad(lambda ad: loss_of({**params, **ad}))(adapt)
-            if detach_grads:
-                g = _detach(g)
-            adapt = {k: adapt[k] - cfg.inner_lr * g[k] for k in adapt}
-        return adapt
+    pc = _Pieces(method, cfg)
 
     def objective(
         phi_adapt: Params,
@@ -117,60 +164,105 @@ def build_objective(
         task: Task,
         targets: dict[str, Tensor],
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        sa, sb, qa, qb = task["sa"], task["sb"], task["qa"], task["qb"]
-        ts, tq = targets_of(targets, "s"), targets_of(targets, "q")
+        sa, sb = task["sa"], task["sb"]
+        ts, tq = pc.targets_of(targets, "s"), pc.targets_of(targets, "q")
         phi = {**phi_fixed, **phi_adapt}
         second = cfg.order == "second"
-        # features of the fixed backbone, computed once per task in projector-only mode
-        if head_only:
-            fsa, fsb = method.features(phi, sa), method.features(phi, sb)
-            fqa, fqb = method.features(phi, qa), method.features(phi, qb)
-        else:
-            fsa = fsb = fqa = fqb = None
+        fsa, fsb, fqa, fqb = pc.backbone_features(phi, task)
         inner_fixed = phi_fixed if second else _detach(phi_fixed)
-        in_fsa = fsa if (second or fsa is None) else fsa.detach()
-        in_fsb = fsb if (second or fsb is None) else fsb.detach()
+        in_fsa, in_fsb = (fsa, fsb) if second else (_d(fsa), _d(fsb))
 
         def support_loss(p: Params) -> Tensor:
-            return ssl(p, sa, sb, in_fsa, in_fsb, ts)
+            return pc.ssl(p, sa, sb, in_fsa, in_fsb, ts)
 
-        support_value = ssl(phi, sa, sb, fsa, fsb, ts).detach()
+        thresholded = threshold_net is not None and cfg.threshold == "learned"
+        # ℓ(φ; support): for logging and g's statistics; otherwise read off the first inner step
+        support_value = (
+            pc.ssl(phi, sa, sb, fsa, fsb, ts).detach()
+            if thresholded or cfg.inner_steps == 0
+            else None
+        )
         base = phi_adapt if second else _detach(phi_adapt)
-        if threshold_net is not None and cfg.threshold == "learned":
+        inner_loss = support_loss
+        if thresholded:
             inner_loss = _thresholded_support_loss(
-                method,
-                cfg,
+                pc,
                 threshold_net,
                 g_params,
                 inner_fixed,
                 base,
                 support_loss,
-                log_pi,
-                kl,
-                sgd,
                 (sa, sb, in_fsa, in_fsb),
                 support_value,
             )
-        else:
-            inner_loss = support_loss
-        theta = sgd(inner_fixed, base, cfg.inner_steps, inner_loss, detach_grads=False)
+        theta, first = pc.sgd(inner_fixed, base, cfg.inner_steps, inner_loss, detach_grads=False)
+        if support_value is None:
+            support_value = first.detach()
         if not second:  # FOMAML: θ_K + (φ − sg(φ)) has value θ_K and Jacobian I w.r.t. φ
             theta = {k: theta[k] + (phi_adapt[k] - phi_adapt[k].detach()) for k in theta}
         full = {**phi_fixed, **theta}
-        query = ssl(full, qa, qb, fqa, fqb, tq)
-        loss, kl_term = query, torch.zeros_like(query)
+        look = None
         if cfg.sigma_weight > 0:
-            look = sgd(
+            look, _ = pc.sgd(
                 _detach(full), _detach(theta), cfg.lookahead_steps, support_loss, detach_grads=True
             )
-            target = {**_detach(full), **_detach(look)}
-            kl_term = kl(
-                log_pi(full, qa, qb, fqa, fqb), log_pi(target, qa, qb, _d(fqa), _d(fqb)).detach()
-            )
-            loss = query + cfg.sigma_weight * kl_term
+        loss, query, kl_term = pc.outer(full, task, tq, fqa, fqb, look)
         return loss, {"ssl": query.detach(), "kl": kl_term.detach(), "support_loss": support_value}
 
     return objective
+
+
+def build_first_order_split(
+    method: Method, cfg: GeSSLConfig
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """First-order GeSSL (no threshold network) as two un-nested functions.
+
+    ``inner(phi_adapt, phi_fixed, task, targets) -> (theta, look, support_value)`` runs the K
+    inner steps and the λ look-ahead steps on the support views (no gradient transform around
+    it); ``outer(theta, phi_fixed, task, targets, look) -> (loss, aux)`` is differentiated with
+    respect to ``theta`` and ``phi_fixed``: the gradient at θ_K is FOMAML's gradient for φ.
+    """
+    if cfg.order != "first" or cfg.threshold != "none":
+        raise ValueError("the split form is for order='first' without a threshold network")
+    pc = _Pieces(method, cfg)
+
+    def inner(
+        phi_adapt: Params, phi_fixed: Params, task: Task, targets: dict[str, Tensor]
+    ) -> tuple[Params, Params, Tensor]:
+        ts = pc.targets_of(targets, "s")
+        phi = {**phi_fixed, **phi_adapt}
+        fsa, fsb = pc.backbone_features(phi, task, ("sa", "sb"))
+
+        def support_loss(p: Params) -> Tensor:
+            return pc.ssl(p, task["sa"], task["sb"], fsa, fsb, ts)
+
+        theta, first = pc.sgd(phi_fixed, phi_adapt, cfg.inner_steps, support_loss, False)
+        support_value = first if first is not None else support_loss(phi)
+        look = theta
+        if cfg.sigma_weight > 0:
+            look, _ = pc.sgd(phi_fixed, theta, cfg.lookahead_steps, support_loss, True)
+        return theta, look, support_value
+
+    def outer(
+        theta: Params, phi_fixed: Params, task: Task, targets: dict[str, Tensor], look: Params
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        full = {**phi_fixed, **theta}
+        fqa, fqb = pc.backbone_features(full, task, ("qa", "qb"))
+        loss, query, kl_term = pc.outer(
+            full,
+            task,
+            pc.targets_of(targets, "q"),
+            fqa,
+            fqb,
+            look if cfg.sigma_weight > 0 else None,
+        )
+        return loss, {"ssl": query.detach(), "kl": kl_term.detach()}
+
+    return inner, outer
+
+
+def _with_value(loss: Tensor) -> tuple[Tensor, Tensor]:
+    return loss, loss.detach()
 
 
 def _d(x: Tensor | None) -> Tensor | None:
@@ -178,37 +270,34 @@ def _d(x: Tensor | None) -> Tensor | None:
 
 
 def _thresholded_support_loss(
-    method: Method,
-    cfg: GeSSLConfig,
+    pc: _Pieces,
     net: ThresholdNet,
     g_params: Params,
     fixed: Params,
     base: Params,
     support_loss: Callable[[Params], Tensor],
-    log_pi: Callable[..., Tensor],
-    kl: Callable[..., Tensor],
-    sgd: Callable[..., Params],
     views: tuple[Any, ...],
     support_value: Tensor,
 ) -> Callable[[Params], Tensor]:
     """The v5-style inner loss ``ℓ + γ·h(KL_support(π_θ ‖ π_θ̃s) − δ_g(stats))``."""
+    cfg = pc.cfg
     sa, sb, fsa, fsb = views
     start = {**_detach(fixed), **_detach(base)}
-    look = sgd(
+    look, _ = pc.sgd(
         start, _detach(base), cfg.inner_steps + cfg.lookahead_steps, support_loss, detach_grads=True
     )
     target = {**start, **_detach(look)}
-    lp_target = log_pi(target, sa, sb, _d(fsa), _d(fsb)).detach()
+    lp_target = pc.log_pi(target, sa, sb, _d(fsa), _d(fsb)).detach()
     with torch.no_grad():
-        z = torch.nn.functional.normalize(method.embed(start, sa, _d(fsa)), dim=-1)
+        z = torch.nn.functional.normalize(pc.method.embed(start, sa, _d(fsa)), dim=-1)
         n = z.shape[-2]
         mean_cos = ((z @ z.transpose(-1, -2)).sum() - n) / (n * (n - 1))
-        kl0 = kl(log_pi(start, sa, sb, _d(fsa), _d(fsb)), lp_target)
+        kl0 = pc.kl(pc.log_pi(start, sa, sb, _d(fsa), _d(fsb)), lp_target)
         stats = torch.stack([support_value, mean_cos, kl0]).detach()
     delta = functional_call(net, g_params, (stats,))
 
     def loss(p: Params) -> Tensor:
-        gap = kl(log_pi(p, sa, sb, fsa, fsb), lp_target)
+        gap = pc.kl(pc.log_pi(p, sa, sb, fsa, fsb), lp_target)
         # a smooth hinge: its θ-gradient sigmoid(β(gap − δ))·∇gap depends on δ, so g receives a
         # gradient through the inner steps (a hard relu's would not: its slope is a step)
         hinge = F.softplus(gap - delta, beta=cfg.threshold_sharpness)

@@ -25,13 +25,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.func import grad, vmap
+from torch.utils._pytree import tree_map
 
 from gessl.data.synthetic import TaskBatch
 from gessl.losses import no_value_checks
 from gessl.methods.base import Method
 from gessl.trainer.checkpoint import load_checkpoint, save_checkpoint
 from gessl.trainer.config import GeSSLConfig
-from gessl.trainer.objective import ThresholdNet, build_objective
+from gessl.trainer.objective import ThresholdNet, build_first_order_split, build_objective
 
 __all__ = ["NonFiniteLossError", "StepLog", "Trainer"]
 
@@ -81,6 +82,11 @@ class Trainer:
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
         self.optimizer = opt_cls(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
         self.objective = build_objective(method, cfg, self.adapt_names, self.threshold_net)
+        self.split = (
+            build_first_order_split(method, cfg)
+            if cfg.mode == "gessl" and cfg.order == "first" and cfg.threshold == "none"
+            else None
+        )
         self.rank, self.world = (
             (dist.get_rank(), dist.get_world_size())
             if dist.is_available() and dist.is_initialized()
@@ -97,39 +103,33 @@ class Trainer:
                         dist.broadcast(t, src=0)
 
     # ------------------------------------------------------------------ gradients
-    def _task_function(self) -> Callable[..., tuple[tuple[Any, ...], dict[str, Tensor]]]:
+    def _task_loss(self) -> Callable[..., tuple[Tensor, dict[str, Tensor]]]:
+        """The per-task ``(loss, aux)`` of the nested objective, or of the plain method."""
         cfg = self.cfg
+        fn = self.objective
         if cfg.mode == "plain":
             method = self.method
 
-            def plain(phi_adapt, phi_fixed, g_params, task, targets):
+            def fn(phi_adapt, phi_fixed, g_params, task, targets):
                 p = {**phi_fixed, **phi_adapt}
                 tq = {"t_a": targets["q_t_a"], "t_b": targets["q_t_b"]} if targets else None
                 loss = method.loss(p, task["qa"], task["qb"], tq).loss
                 if cfg.use_support_in_plain:
                     ts = {"t_a": targets["s_t_a"], "t_b": targets["s_t_b"]} if targets else None
                     loss = (loss + method.loss(p, task["sa"], task["sb"], ts).loss) / 2
-                return loss, {
-                    "ssl": loss.detach(),
-                    "kl": torch.zeros_like(loss.detach()),
-                    "support_loss": loss.detach(),
-                }
-
-            fn = plain
-        else:
-            fn = self.objective
+                zero = torch.zeros_like(loss.detach())
+                return loss, {"ssl": loss.detach(), "kl": zero, "support_loss": loss.detach()}
 
         def with_loss(*args):
             loss, aux = fn(*args)
             return loss, {**aux, "loss": loss.detach()}
 
-        return grad(with_loss, argnums=(0, 1, 2), has_aux=True)
+        with_loss.nested = cfg.mode == "gessl"  # type: ignore[attr-defined]  # inner grads
+        return with_loss
 
     def task_gradients(self, batch: TaskBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Summed per-task gradients of this rank's tasks (names → tensors) and per-task aux.
-
-        Returns ``(grad_sums, aux)`` with ``aux[k]`` of shape ``[local tasks]``.
-        """
+        """Gradients of the sum of this rank's task objectives (names → tensors), and per-task
+        aux values (``aux[k]`` of shape ``[local tasks]``)."""
         # detached: torch.func differentiates functionally; leaving requires_grad on would also
         # record a (useless, memory-hungry) autograd tape of the whole computation
         phi = {k: v.detach() for k, v in self.method.online_params().items()}
@@ -147,43 +147,103 @@ class Trainer:
             "qb": batch.query_b,
         }
         targets = self._targets(batch)
-        fn = self._task_function()
         with no_value_checks():
-            if self.cfg.batching == "vmap":
-                (ga, gf, gg), aux = vmap(fn, in_dims=(None, None, None, 0, 0))(
-                    phi_adapt, phi_fixed, g_params, task, targets
+            if self.split is not None:  # first order, no threshold: two un-nested passes
+                inner, outer = self.split
+                theta, look, support = self._per_task(
+                    inner, (None, None, 0, 0), phi_adapt, phi_fixed, task, targets
                 )
-                sums = {
-                    **{k: v.sum(0) for k, v in ga.items()},
-                    **{k: v.sum(0) for k, v in gf.items()},
-                    **{f"threshold.{k}": v.sum(0) for k, v in gg.items()},
-                }
+                (ga, gf), aux = self._summed_grad(
+                    self._with_loss(outer),
+                    2,
+                    (0, None, 0, 0, 0),
+                    theta,
+                    phi_fixed,
+                    task,
+                    targets,
+                    look,
+                )
+                aux = {**aux, "support_loss": support.detach()}
+                gg: dict[str, Tensor] = {}
             else:
-                sums, auxes = {}, []
-                for i in range(batch.n_tasks):
-                    (ga, gf, gg), a = fn(
-                        phi_adapt,
-                        phi_fixed,
-                        g_params,
-                        {k: v[i] for k, v in task.items()},
-                        {k: v[i] for k, v in targets.items()},
-                    )
-                    for k, v in {
-                        **ga,
-                        **gf,
-                        **{f"threshold.{k}": v for k, v in gg.items()},
-                    }.items():
-                        sums[k] = sums[k] + v if k in sums else v
-                    auxes.append(a)
-                aux = {k: torch.stack([a[k] for a in auxes]) for k in auxes[0]}
+                (ga, gf, gg), aux = self._summed_grad(
+                    self._task_loss(),
+                    3,
+                    (None, None, None, 0, 0),
+                    phi_adapt,
+                    phi_fixed,
+                    g_params,
+                    task,
+                    targets,
+                )
+        sums = {**ga, **gf, **{f"threshold.{k}": v for k, v in gg.items()}}
         return sums, aux
 
+    @staticmethod
+    def _with_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any) -> tuple[Tensor, dict[str, Tensor]]:
+            loss, aux = fn(*args)
+            return loss, {**aux, "loss": loss.detach()}
+
+        return wrapped
+
+    def _summed_grad(
+        self, fn: Callable[..., Any], n_diff: int, in_dims: tuple[int | None, ...], *args: Any
+    ) -> tuple[tuple[dict[str, Tensor], ...], dict[str, Tensor]]:
+        """Gradient of ``Σ_tasks fn(...)[0]`` with respect to the first ``n_diff`` arguments
+        (summed over tasks, also for per-task arguments), and ``fn``'s aux stacked over tasks.
+
+        With vmap and a function without inner gradients (the plain loss, the split outer
+        objective) the gradient of the *sum* is taken, so shared parameters get one accumulated
+        gradient (one matrix product) instead of M per-task gradients summed afterwards; a
+        function with inner gradients (the nested objective) keeps ``vmap(grad(·))``, the
+        composition ``torch.func`` differentiates correctly through nested inner steps.
+        """
+        argnums = tuple(range(n_diff))
+        nested = fn is not None and getattr(fn, "nested", False)
+        if self.cfg.batching == "vmap" and not nested:
+
+            def total(*diff: Any) -> tuple[Tensor, dict[str, Tensor]]:
+                losses, aux = vmap(fn, in_dims=in_dims)(*diff, *args[n_diff:])
+                return losses.sum(), aux
+
+            grads, aux = grad(total, argnums=argnums, has_aux=True)(*args[:n_diff])
+            grads = tuple(
+                tree_map(lambda t: t.sum(0), g) if d == 0 else g for g, d in zip(grads, in_dims)
+            )
+            return grads, aux
+        per_task = grad(fn, argnums=argnums, has_aux=True)
+        grads, aux = self._per_task(per_task, in_dims, *args)  # vmap(grad) or a loop
+        return tuple(tree_map(lambda t: t.sum(0), g) for g in grads), aux
+
+    def _per_task(self, fn: Callable[..., Any], in_dims: tuple[int | None, ...], *args: Any) -> Any:
+        """``fn`` over the tasks (dim 0 of the arguments whose ``in_dims`` is 0), outputs stacked:
+        ``torch.func.vmap``, or a Python loop with ``batching="loop"``."""
+        if self.cfg.batching == "vmap":
+            return vmap(fn, in_dims=in_dims)(*args)
+        n = next(len(next(iter(a.values()))) for a, d in zip(args, in_dims) if d == 0 and a)
+        outs = [
+            fn(
+                *[
+                    a if d is None else tree_map(lambda t, i=i: t[i], a)
+                    for a, d in zip(args, in_dims)
+                ]
+            )
+            for i in range(n)
+        ]
+        return tree_map(lambda *xs: torch.stack(xs), *outs)
+
     def _targets(self, batch: TaskBatch) -> dict[str, Tensor]:
-        ts = self.method.targets(batch.support_a, batch.support_b, batched=True)
+        """Momentum-encoder outputs for the views the objective uses (support views are not
+        needed by a plain step on the query views only)."""
         tq = self.method.targets(batch.query_a, batch.query_b, batched=True)
-        if ts is None:
+        if tq is None:
             return {}
-        return {"s_t_a": ts["t_a"], "s_t_b": ts["t_b"], "q_t_a": tq["t_a"], "q_t_b": tq["t_b"]}
+        out = {"q_t_a": tq["t_a"], "q_t_b": tq["t_b"]}
+        if self.cfg.mode == "gessl" or self.cfg.use_support_in_plain:
+            ts = self.method.targets(batch.support_a, batch.support_b, batched=True)
+            out.update(s_t_a=ts["t_a"], s_t_b=ts["t_b"])
+        return out
 
     # ------------------------------------------------------------------ one outer step
     def sample(self) -> TaskBatch:

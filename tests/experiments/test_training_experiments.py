@@ -118,3 +118,39 @@ def test_ablation_and_study_write_tables(tmp_path):
     assert "| simclr | gessl |" in table and "σ held-out" in table
     with pytest.raises(ValueError, match="unknown GeSSL option"):
         run_experiment(ablation.ex, {"parameter": "nope"}, runs_dir=str(tmp_path))
+
+
+def test_benchmark_records_ratios_and_the_overhead_table(tmp_path):
+    from experiments import benchmark
+
+    run = run_experiment(
+        benchmark.ex,
+        {
+            "profile": "tiny",
+            "methods": ["simclr"],
+            "encoders": ["mlp"],
+            "memory": False,
+            "bounds_end_to_end": False,
+            "tasks_per_step": 2,
+            "n_samples": 8,
+        },
+        runs_dir=str(tmp_path),
+    )
+    r = run.result
+    names = [row["config"] for row in r["steps"]]
+    assert names[:2] == ["plain (query views)", "plain (support + query)"]
+    plain = r["steps"][0]
+    assert plain["ratio_to_plain"] == 1.0
+    first = next(row for row in r["steps"] if row["config"].endswith("first"))
+    assert first["minimum_passes"] == 3 and first["ratio_to_minimum"] > 0
+    assert r["summary"]["sigma_worst_ratio_to_floor"] > 0
+    assert r["table"]["columns"][-1] == "× minimum" and len(r["table"]["rows"]) == len(names)
+    assert all(b["speedup"] > 0 for b in r["batching"])
+
+
+def test_peak_memory_probe_grows_with_second_order():
+    from experiments.benchmark import peak_memory
+
+    base = {"method": "simclr", "encoder": "mlp", "M": 4, "N": 16, "inner_steps": 3}
+    first, second = peak_memory([base, {**base, "order": "second"}])
+    assert second["peak_growth_mb"] > first["peak_growth_mb"] > 0

@@ -95,3 +95,23 @@ def test_validation():
         sigma(torch.zeros(3, 1, dtype=f64), torch.zeros(3, 1, dtype=f64))
     with pytest.raises(ValueError, match="shape"):
         sigma(lp[0], lp[0])
+
+
+def test_sigma_from_logits_matches_the_log_probability_path():
+    g = torch.Generator().manual_seed(3)
+    a, b = (
+        torch.randn(4, 6, 5, generator=g, dtype=f64) * 3,
+        torch.randn(4, 6, 5, generator=g, dtype=f64),
+    )
+    la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
+    assert float(sigma_from_logits(a, b)) == pytest.approx(float(sigma(la, lb)), rel=1e-12)
+    assert float(sigma_from_logits(a, b, excess=True)) == pytest.approx(
+        float(sigma_excess(la, lb)), rel=1e-12
+    )
+    a[0, 0, 1] = float("-inf")  # a class the model rules out contributes 0 to KL(model ‖ opt)
+    assert torch.isfinite(sigma_from_logits(a, b))
+    assert float(sigma_from_logits(a, b)) == pytest.approx(
+        float(sigma(torch.log_softmax(a, -1), lb)), rel=1e-12
+    )
+    with pytest.raises(ValueError, match="same shape"):
+        sigma_from_logits(a, b[:, :, :4])

@@ -185,3 +185,37 @@ def test_a_tasks_objective_does_not_depend_on_the_other_tasks(method):
             rtol=1e-12,
             atol=1e-12,
         )
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "swav"])
+@pytest.mark.parametrize("adapt", ["all", "projector"])
+def test_split_first_order_equals_the_nested_objective(method, adapt):
+    """The trainer's cheap un-nested first-order path gives the nested objective's gradients."""
+    from torch.func import grad
+
+    tr = make_trainer(method, inner_steps=2, lookahead_steps=1, sigma_weight=0.6, adapt=adapt)
+    assert tr.split is not None
+    batch = tr.sample()
+    got, aux = tr.task_gradients(batch)
+    phi = {k: v.detach() for k, v in tr.method.online_params().items()}
+    adapt_p = {k: phi[k] for k in tr.adapt_names}
+    fixed_p = {k: phi[k] for k in tr.fixed_names}
+    targets = tr._targets(batch)
+    want: dict[str, torch.Tensor] = {}
+    losses = []
+    for i in range(batch.n_tasks):
+        task = {
+            "sa": batch.support_a[i],
+            "sb": batch.support_b[i],
+            "qa": batch.query_a[i],
+            "qb": batch.query_b[i],
+        }
+        (ga, gf), a = grad(tr.objective, argnums=(0, 1), has_aux=True)(
+            adapt_p, fixed_p, {}, task, {k: v[i] for k, v in targets.items()}
+        )
+        for k, v in {**ga, **gf}.items():
+            want[k] = want.get(k, 0) + v
+        losses.append(a["support_loss"])
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(aux["support_loss"], torch.stack(losses), rtol=1e-12, atol=1e-12)
