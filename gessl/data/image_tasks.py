@@ -40,6 +40,3 @@ class DatasetTasks:
         )
         images = self.data.images[idx]  # [M, N, C, H, W]
         return TaskBatch(*(self.augment(images, gen) for _ in range(4)))
-
-    def task_labels(self, idx: Tensor) -> Tensor:
-        return self.data.labels[idx]

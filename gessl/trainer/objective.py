@@ -146,7 +146,6 @@ class _Pieces:
 def build_objective(
     method: Method,
     cfg: GeSSLConfig,
-    adapt_names: list[str],
     threshold_net: ThresholdNet | None = None,
 ) -> Callable[..., tuple[Tensor, dict[str, Tensor]]]:
     """``objective(phi_adapt, phi_fixed, g_params, task, targets) -> (loss, aux)``.

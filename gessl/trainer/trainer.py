@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,7 @@ class Trainer:
             params += list(self.threshold_net.parameters())
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
         self.optimizer = opt_cls(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
-        self.objective = build_objective(method, cfg, self.adapt_names, self.threshold_net)
+        self.objective = build_objective(method, cfg, self.threshold_net)
         self.split = (
             build_first_order_split(method, cfg)
             if cfg.mode == "gessl" and cfg.order == "first" and cfg.threshold == "none"
@@ -120,12 +120,9 @@ class Trainer:
                 zero = torch.zeros_like(loss.detach())
                 return loss, {"ssl": loss.detach(), "kl": zero, "support_loss": loss.detach()}
 
-        def with_loss(*args):
-            loss, aux = fn(*args)
-            return loss, {**aux, "loss": loss.detach()}
-
-        with_loss.nested = cfg.mode == "gessl"  # type: ignore[attr-defined]  # inner grads
-        return with_loss
+        wrapped = self._with_loss(fn)
+        wrapped.nested = cfg.mode == "gessl"  # type: ignore[attr-defined]  # has inner grads
+        return wrapped
 
     def task_gradients(self, batch: TaskBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Gradients of the sum of this rank's task objectives (names → tensors), and per-task
@@ -200,7 +197,7 @@ class Trainer:
         composition ``torch.func`` differentiates correctly through nested inner steps.
         """
         argnums = tuple(range(n_diff))
-        nested = fn is not None and getattr(fn, "nested", False)
+        nested = getattr(fn, "nested", False)
         if self.cfg.batching == "vmap" and not nested:
 
             def total(*diff: Any) -> tuple[Tensor, dict[str, Tensor]]:
@@ -371,11 +368,3 @@ class Trainer:
             raise FileNotFoundError(f"no checkpoint at {path!r}")
         self.load_state_dict(load_checkpoint(path))
         self.last_good_checkpoint = path
-
-
-def iterate_params(trainer: Trainer) -> Iterator[tuple[str, Tensor]]:
-    """All trainable tensors of a trainer (φ and g) by name."""
-    yield from trainer.method.online_params().items()
-    if trainer.threshold_net is not None:
-        for k, v in trainer.threshold_net.named_parameters():
-            yield f"threshold.{k}", v
