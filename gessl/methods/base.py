@@ -5,8 +5,9 @@ without touching the module: every computation takes a ``params`` dict (names as
 ``named_parameters()``) and runs the submodules with :func:`torch.func.functional_call`.
 
 * ``features(params, x)`` — backbone output;
-* ``loss_from_features(params, fa, fb, targets)`` — the method's loss from the two views'
-  backbone features (so projector-only adaptation can reuse the features);
+* ``loss_from_projections(params, za, zb, targets)`` — the method's loss from the two views'
+  projections (what a method implements; ``loss_from_features`` projects then calls it, so
+  projector-only adaptation can reuse backbone features and the σ-term can reuse projections);
 * ``targets(a, b)`` — inputs that do not depend on the adapted parameters (a momentum encoder's
   outputs), computed once per outer step under ``no_grad``;
 * ``embed(params, x)`` — the embedding whose N-way softmax defines the task classifier π (for
@@ -101,10 +102,19 @@ class Method(nn.Module):
         """Embedding used for the task classifier π (the projection)."""
         return self.project(params, self.features(params, x) if feats is None else feats)
 
+    def loss_from_projections(
+        self, params: Params, za: Tensor, zb: Tensor, targets: Targets | None
+    ) -> LossOutput:
+        """The method's loss from the two views' projections (``project`` outputs)."""
+        raise NotImplementedError
+
     def loss_from_features(
         self, params: Params, fa: Tensor, fb: Tensor, targets: Targets | None
     ) -> LossOutput:
-        raise NotImplementedError
+        """The method's loss from the two views' backbone features."""
+        return self.loss_from_projections(
+            params, self.project(params, fa), self.project(params, fb), targets
+        )
 
     def loss(
         self, params: Params, a: Tensor, b: Tensor, targets: Targets | None = None

@@ -40,8 +40,7 @@ class SimCLR(Method):
     name = "simclr"
     defaults: ClassVar[dict[str, Any]] = {"temperature": 0.5}
 
-    def loss_from_features(self, params, fa, fb, targets):
-        za, zb = self.project(params, fa), self.project(params, fb)
+    def loss_from_projections(self, params, za, zb, targets):
         return nt_xent(za, zb, temperature=self.options["temperature"])
 
 
@@ -52,8 +51,8 @@ class BarlowTwins(Method):
     name = "barlow_twins"
     defaults: ClassVar[dict[str, Any]] = {"lambda_offdiag": 5e-3, "scale": 1.0}
 
-    def loss_from_features(self, params, fa, fb, targets):
-        return barlow_twins(self.project(params, fa), self.project(params, fb), **self.options)
+    def loss_from_projections(self, params, za, zb, targets):
+        return barlow_twins(za, zb, **self.options)
 
 
 @register_method
@@ -68,8 +67,8 @@ class VICReg(Method):
         "variance_halving": False,
     }
 
-    def loss_from_features(self, params, fa, fb, targets):
-        return vicreg(self.project(params, fa), self.project(params, fb), **self.options)
+    def loss_from_projections(self, params, za, zb, targets):
+        return vicreg(za, zb, **self.options)
 
 
 @register_method
@@ -79,8 +78,8 @@ class Spectral(Method):
     name = "spectral"
     defaults: ClassVar[dict[str, Any]] = {"mu": 1.0, "projection": False}
 
-    def loss_from_features(self, params, fa, fb, targets):
-        return spectral(self.project(params, fa), self.project(params, fb), **self.options)
+    def loss_from_projections(self, params, za, zb, targets):
+        return spectral(za, zb, **self.options)
 
 
 class _Predictive(Method):
@@ -105,8 +104,7 @@ class SimSiam(_Predictive):
     name = "simsiam"
     defaults: ClassVar[dict[str, Any]] = {}
 
-    def loss_from_features(self, params, fa, fb, targets):
-        za, zb = self.project(params, fa), self.project(params, fb)
+    def loss_from_projections(self, params, za, zb, targets):
         pa, pb = self.predict(params, za), self.predict(params, zb)
         return pair_mean(simsiam(pa, zb), simsiam(pb, za))
 
@@ -156,9 +154,8 @@ class BYOL(_Momentum, _Predictive):
     name = "byol"
     defaults: ClassVar[dict[str, Any]] = {"momentum": 0.996}
 
-    def loss_from_features(self, params, fa, fb, targets):
-        pa = self.predict(params, self.project(params, fa))
-        pb = self.predict(params, self.project(params, fb))
+    def loss_from_projections(self, params, za, zb, targets):
+        pa, pb = self.predict(params, za), self.predict(params, zb)
         return pair_mean(byol(pa, targets["t_b"]), byol(pb, targets["t_a"]))
 
     def update_state(self, a, b, targets):
@@ -185,8 +182,7 @@ class MoCo(_Momentum):
         self.register_buffer("queue", q)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
-    def loss_from_features(self, params, fa, fb, targets):
-        qa, qb = self.project(params, fa), self.project(params, fb)
+    def loss_from_projections(self, params, qa, qb, targets):
         tau, queue = self.options["temperature"], self.queue.to(qa.dtype)
         return pair_mean(
             moco(qa, targets["t_b"], queue=queue, temperature=tau),
@@ -229,8 +225,7 @@ class DINO(_Momentum):
         super().__init__(backbone, proj_dims, **options)
         self.register_buffer("center", torch.zeros(self.embed_dim))
 
-    def loss_from_features(self, params, fa, fb, targets):
-        sa, sb = self.project(params, fa), self.project(params, fb)
+    def loss_from_projections(self, params, sa, sb, targets):
         kw = {
             "student_temperature": self.options["student_temperature"],
             "teacher_temperature": self.options["teacher_temperature"],
@@ -271,11 +266,11 @@ class SwAV(Method):
         k = self.options["n_prototypes"]
         self.prototypes = nn.Parameter(torch.randn(k, self.embed_dim) / math.sqrt(self.embed_dim))
 
-    def loss_from_features(self, params, fa, fb, targets):
+    def loss_from_projections(self, params, za, zb, targets):
         opts = {k: v for k, v in self.options.items() if k != "n_prototypes"}
         return swav(
-            self.project(params, fa),
-            self.project(params, fb),
+            za,
+            zb,
             prototypes=params["prototypes"],
             **opts,
         )

@@ -84,7 +84,10 @@ class _Pieces:
     def log_pi(
         self, params: Params, a: Tensor, b: Tensor, fa: Tensor | None, fb: Tensor | None
     ) -> Tensor:
-        za, zb = self.method.embed(params, a, fa), self.method.embed(params, b, fb)
+        return self.log_pi_of(self.method.embed(params, a, fa), self.method.embed(params, b, fb))
+
+    def log_pi_of(self, za: Tensor, zb: Tensor) -> Tensor:
+        """log π of the N-way task from the two views' embeddings (cosine critic)."""
         return torch.log_softmax(task_logits(za, zb, self.cfg.sigma_temperature, "cosine"), -1)
 
     def kl(self, lp_model: Tensor, lp_target: Tensor) -> Tensor:
@@ -128,17 +131,16 @@ class _Pieces:
         fqb: Tensor | None,
         look: Params | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``ℓ(θ; query) + γ·KL(π_θ ‖ π_θ̃)``, the query features computed once for both."""
+        """``ℓ(θ; query) + γ·KL(π_θ ‖ π_θ̃)``, the query projections computed once for both."""
         qa, qb = task["qa"], task["qb"]
-        qfa = fqa if self.head_only else self.method.features(full, qa)
-        qfb = fqb if self.head_only else self.method.features(full, qb)
-        query = self.method.loss_from_features(full, qfa, qfb, tq).loss
+        za = self.method.embed(full, qa, fqa if self.head_only else None)
+        zb = self.method.embed(full, qb, fqb if self.head_only else None)
+        query = self.method.loss_from_projections(full, za, zb, tq).loss
         if look is None:
             return query, query, torch.zeros_like(query)
         target = {**_detach(full), **_detach(look)}
         kl_term = self.kl(
-            self.log_pi(full, qa, qb, qfa, qfb),
-            self.log_pi(target, qa, qb, _d(fqa), _d(fqb)).detach(),
+            self.log_pi_of(za, zb), self.log_pi(target, qa, qb, _d(fqa), _d(fqb)).detach()
         )
         return query + self.cfg.sigma_weight * kl_term, query, kl_term
 
@@ -191,7 +193,7 @@ def build_objective(
                 inner_fixed,
                 base,
                 support_loss,
-                (sa, sb, in_fsa, in_fsb),
+                (sa, sb, in_fsa, in_fsb, ts),
                 support_value,
             )
         theta, first = pc.sgd(inner_fixed, base, cfg.inner_steps, inner_loss, detach_grads=False)
@@ -280,7 +282,7 @@ def _thresholded_support_loss(
 ) -> Callable[[Params], Tensor]:
     """The v5-style inner loss ``ℓ + γ·h(KL_support(π_θ ‖ π_θ̃s) − δ_g(stats))``."""
     cfg = pc.cfg
-    sa, sb, fsa, fsb = views
+    sa, sb, fsa, fsb, ts = views
     start = {**_detach(fixed), **_detach(base)}
     look, _ = pc.sgd(
         start, _detach(base), cfg.inner_steps + cfg.lookahead_steps, support_loss, detach_grads=True
@@ -296,10 +298,11 @@ def _thresholded_support_loss(
     delta = functional_call(net, g_params, (stats,))
 
     def loss(p: Params) -> Tensor:
-        gap = pc.kl(pc.log_pi(p, sa, sb, fsa, fsb), lp_target)
+        za, zb = pc.method.embed(p, sa, fsa), pc.method.embed(p, sb, fsb)  # shared by both terms
+        gap = pc.kl(pc.log_pi_of(za, zb), lp_target)
         # a smooth hinge: its θ-gradient sigmoid(β(gap − δ))·∇gap depends on δ, so g receives a
         # gradient through the inner steps (a hard relu's would not: its slope is a step)
         hinge = F.softplus(gap - delta, beta=cfg.threshold_sharpness)
-        return support_loss(p) + cfg.sigma_weight * hinge
+        return pc.method.loss_from_projections(p, za, zb, ts).loss + cfg.sigma_weight * hinge
 
     return loss

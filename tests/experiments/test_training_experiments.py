@@ -141,6 +141,11 @@ def test_benchmark_records_ratios_and_the_overhead_table(tmp_path):
     assert names[:2] == ["plain (query views)", "plain (support + query)"]
     plain = r["steps"][0]
     assert plain["ratio_to_plain"] == 1.0
+    assert r["steps"][1]["ratio_to_plain_same_views"] == 1.0
+    # the two denominators are the two plain steps' times
+    assert plain["ratio_to_plain_same_views"] == pytest.approx(
+        plain["median_s"] / r["steps"][1]["median_s"]
+    )
     first = next(row for row in r["steps"] if row["config"].endswith("first"))
     assert first["minimum_passes"] == 3 and first["ratio_to_minimum"] > 0
     assert r["summary"]["sigma_worst_ratio_to_floor"] > 0
