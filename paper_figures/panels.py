@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["STYLE", "VERDICT_COLORS", "plot_claim"]
 
@@ -70,6 +71,12 @@ def plot_claim(record: dict[str, Any]) -> Figure:
             )
         if record.get("log_x"):
             ax.set_xscale("log")
+        elif all(
+            isinstance(v, int | float) and float(v).is_integer()
+            for s in record.get("measured", [])
+            for v in s["x"]
+        ):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # seeds, counts: no 0.5 ticks
         if record.get("log_y"):
             ax.set_yscale("log")
         ax.set_xlabel("\n".join(textwrap.wrap(record.get("x_label", "x"), 90)))

@@ -83,11 +83,17 @@ class LatentViewTasks:
 
     def sample(self, gen: torch.Generator, tasks: int) -> tuple[Tensor, Tensor]:
         """``(anchors, candidates)`` ``[tasks, N, d]``; anchor j is a view of latent j."""
+        u, v = self.sample_views(gen, tasks, 2)
+        return u, v
+
+    def sample_views(self, gen: torch.Generator, tasks: int, views: int) -> tuple[Tensor, ...]:
+        """``views`` independent noisy views ``[tasks, N, d]`` of the same latents (the first
+        two are :meth:`sample`'s anchors and candidates for the same generator state)."""
         shape = (tasks, self.n_classes, self.dim)
         latent = self.latent_scale * torch.randn(shape, generator=gen, dtype=f64)
-        u = latent + self.noise * torch.randn(shape, generator=gen, dtype=f64)
-        v = latent + self.noise * torch.randn(shape, generator=gen, dtype=f64)
-        return u, v
+        return tuple(
+            latent + self.noise * torch.randn(shape, generator=gen, dtype=f64) for _ in range(views)
+        )
 
     def bayes_logits(self, u: Tensor, v: Tensor) -> Tensor:
         """``(ρ uᵀv_i − ρ²‖v_i‖²/2)/σ_c²``: the density-ratio critic up to a per-anchor constant."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from theory.claims import ClaimResult, all_claims, get_claim, register
 from theory.claims.base import combine, fit_slope, judge_close, judge_le, judge_slope
@@ -106,3 +107,36 @@ def test_gessl_claim_verdict_follows_its_interval():
     assert r.verdict == judge_sign("σ", gessl - plain).verdict
     assert r.details["wallclock_ratio"] > 1.0  # GeSSL's extra passes cost time
     assert all(v > 0 for v in [*plain, *gessl])  # σ of a trained encoder vs Bayes is positive
+
+
+def test_unseen_task_sigma_after_test_time_steps_matches_a_hand_written_step():
+    """The reported σ after test-time adaptation: 0 steps is φ's σ exactly; 1 step equals one
+    SGD step per task written out with plain autograd."""
+    from gessl.methods import build_method
+    from gessl.models import MLP
+    from gessl.sigma import sigma
+    from gessl.tasks import task_logits
+    from theory.claims import gessl_claims as gc
+
+    torch.manual_seed(0)
+    method = build_method("simclr", MLP(gc.DIM, width=8), proj_dims=(8, 4))
+    zero = gc.unseen_task_sigma(method, 0, 3, adapt_steps=0)
+    assert zero["adapted"] == zero["phi"]
+    one = gc.unseen_task_sigma(method, 0, 3, adapt_steps=1)
+    assert one["phi"] == zero["phi"] and one["adapted"] != one["phi"]
+
+    g = torch.Generator().manual_seed(1_000_003)
+    u, v, sa, sb = gc.MODEL.sample_views(g, 3, 4)
+    lb = torch.log_softmax(gc.MODEL.bayes_logits(u, v), -1)
+    rows = []
+    for i in range(3):
+        p = {k: t.detach().clone().requires_grad_() for k, t in method.online_params().items()}
+        loss = method.loss(p, sa[i].float(), sb[i].float()).loss
+        grads = torch.autograd.grad(loss, list(p.values()))
+        theta = {k: t - gc.GESSL["inner_lr"] * d for (k, t), d in zip(p.items(), grads)}
+        with torch.no_grad():
+            zu, zv = method.embed(theta, u[i].float()), method.embed(theta, v[i].float())
+            logits = task_logits(zu.double(), zv.double(), gc.TAU, "cosine")
+            rows.append(torch.log_softmax(logits, -1))
+    expected = float(sigma(torch.stack(rows), lb)) / gc.N
+    assert one["adapted"][0] == pytest.approx(expected, rel=1e-4)

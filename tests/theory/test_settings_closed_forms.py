@@ -204,3 +204,15 @@ def test_uniformity_closed_form_by_monte_carlo():
     vals = torch.exp(-2.0 * (x - y).pow(2).sum(1))
     est, se = float(vals.mean()), float(vals.std()) / math.sqrt(200_000)
     assert abs(est - math.exp(uniformity_closed_form(2.0, 3))) < 4 * se
+
+
+def test_latent_views_share_latents_and_extend_sample():
+    m = LatentViewTasks(n_classes=6, dim=3, latent_scale=1.0, noise=0.5)
+    u, v = m.sample(torch.Generator().manual_seed(4), 2000)
+    views = m.sample_views(torch.Generator().manual_seed(4), 2000, 4)
+    assert torch.equal(u, views[0]) and torch.equal(v, views[1])
+    # two views of one latent: Cov = c² between views, c² + s² within a view (per coordinate)
+    a, b = views[2].reshape(-1), views[3].reshape(-1)
+    cov = float((a * b).mean())
+    se = math.sqrt(float(((a * b) - cov).pow(2).mean()) / a.numel())
+    assert abs(cov - 1.0) < 4 * se
