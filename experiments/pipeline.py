@@ -161,7 +161,10 @@ def evaluate(
     provider: str = "trained",
     provider_steps: int = 100,
 ) -> dict[str, Any]:
-    """The evaluation suite on frozen backbone features (and the head, for the report)."""
+    """The evaluation suite on frozen backbone features (and the head, for the report).
+
+    ``few_shot_way`` is an upper limit: with fewer held-out classes the episodes use all of them
+    (the way run is recorded as ``few_shot["n_way"]``)."""
     method.eval()
     bb = method.backbone
     ftr, fte, fho = (features(bb, s.images) for s in (splits.train, splits.test, splits.held_out))
@@ -217,6 +220,7 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
         "knn": result["knn"]["accuracy"],
         "few_shot": result["few_shot"]["accuracy"],
         "few_shot_ci95": result["few_shot"]["ci95"],
+        "few_shot_way": result["few_shot"]["n_way"],
         "alignment": result["alignment"],
         "uniformity": result["uniformity"],
         "effective_rank": result["effective_rank"],

@@ -232,10 +232,11 @@ def study_table(runs: list[RunRecord], out: Path) -> list[Path]:
     if run is None:
         raise MissingRecord("study_table")
     data = json.loads(run.artifact("study.json").read_text())
+    way = next((r["few_shot_way"] for r in data.get("runs", []) if "few_shot_way" in r), None)
     cols = [
         ("linear_probe", "linear probe"),
         ("knn", "kNN"),
-        ("few_shot", "few-shot"),
+        ("few_shot", "few-shot" if way is None else f"{int(way)}-way few-shot"),
         ("sigma_train", "σ train"),
         ("sigma_fresh", "σ fresh"),
         ("sigma_held_out", "σ held-out"),

@@ -116,6 +116,24 @@ def test_ablation_and_study_write_tables(tmp_path):
     assert all(r["seeds"] == 2 for r in rows)
     table = (tmp_path / str(run._id) / "study.md").read_text()
     assert "| simclr | gessl |" in table and "σ held-out" in table
+    assert "3-way 5-shot" in table  # 7, 8, 9 held out
+    # five held-out digits give the 5-way column the evaluation asks for
+    run = run_experiment(
+        study.ex,
+        {
+            "profile": "tiny",
+            "methods": ["simclr"],
+            "seen_classes": [0, 1, 2, 3, 4],
+            "width": 8,
+            "n_samples": 8,
+            "evaluation": {**TINY_EVAL, "few_shot_way": 5},
+        },
+        runs_dir=str(tmp_path),
+    )
+    assert "5-way 5-shot" in (tmp_path / str(run._id) / "study.md").read_text()
+    assert run.result["few_shot_way"] == 5
+    with pytest.raises(ValueError, match="seen_classes"):
+        run_experiment(study.ex, {"seen_classes": [3]}, runs_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unknown GeSSL option"):
         run_experiment(ablation.ex, {"parameter": "nope"}, runs_dir=str(tmp_path))
 

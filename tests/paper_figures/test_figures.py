@@ -120,7 +120,14 @@ def runs(tmp_path) -> Path:
         6,
         "study",
         {"profile": "quick"},
-        artifacts={"study.json": {"profile": "quick", "steps": 200, "rows": rows}},
+        artifacts={
+            "study.json": {
+                "profile": "quick",
+                "steps": 200,
+                "rows": rows,
+                "runs": [{"method": "simclr", "few_shot_way": 3}],
+            }
+        },
     )
     _run(
         root,
@@ -153,7 +160,7 @@ def test_every_output_is_built_with_its_sources(runs, tmp_path, capsys):
     assert json.loads(png.text["Source"]) == [{"experiment": "sigma", "run_id": "3"}]
     assert b"sigma" in (out / "sigma_vs_step.pdf").read_bytes()
     md = (out / "study_table.md").read_text()
-    assert "| simclr | gessl |" in md and "0.900 ± 0.010" in md
+    assert "| simclr | gessl |" in md and "0.900 ± 0.010" in md and "| 3-way few-shot |" in md
     assert r"\toprule" in (out / "study_table.tex").read_text()
     assert "2.31" in (out / "overhead_table.md").read_text()
     assert set(BUILDERS) == {p.stem for p in out.glob("*.json")} | {"claims"}
