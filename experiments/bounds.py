@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 import time
+import traceback
 from typing import Any
 
 from tqdm import tqdm
@@ -29,7 +30,8 @@ from theory.claims import BUDGETS, all_claims, get_claim
 
 ex = make_experiment("bounds")
 
-VERDICT_CODE = {"holds": 1.0, "inconclusive": 0.0, "violated": -1.0}
+#: the ``verdict`` metric per claim; ``error``: the check raised (the run goes on with the rest)
+VERDICT_CODE = {"holds": 1.0, "inconclusive": 0.0, "violated": -1.0, "error": -2.0}
 
 
 def metric_name(*parts: str) -> str:
@@ -72,6 +74,7 @@ def verdict_table(records: list[dict[str, Any]]) -> str:
     lines.append(
         f"{len(records)} claims: {counts['holds']} hold, {counts['violated']} violated, "
         f"{counts['inconclusive']} inconclusive"
+        + (f", {counts['error']} raised an error" if counts["error"] else "")
     )
     for r in records:
         if r["verdict"] != "holds":
@@ -106,7 +109,18 @@ def main(
         )  # no bar when stderr is not a terminal
         for step, claim in enumerate(bar):
             bar.set_postfix_str(claim.id)
-            result = claim.check(budget=profile, seed=seed)
+            t0 = time.perf_counter()
+            try:
+                result = claim.check(budget=profile, seed=seed)
+            except Exception as exc:  # one broken check must not cost the other verdicts
+                rec = _error_record(claim, exc, time.perf_counter() - t0, profile, seed)
+                records.append(rec)
+                _run.log_scalar("verdict", VERDICT_CODE["error"], step)
+                tqdm.write(
+                    f"[{step + 1}/{len(selected)}] {claim.id}: ERROR {rec['reason']}",
+                    file=sys.stderr,
+                )
+                continue
             rec = result.to_dict()
             rec.update(statement=claim.statement, source=claim.source, provenance=claim.provenance)
             records.append(rec)
@@ -156,14 +170,35 @@ def main(
         "holds": sum(r["verdict"] == "holds" for r in records),
         "violated": violated,
         "inconclusive": [r["claim_id"] for r in records if r["verdict"] == "inconclusive"],
+        "errors": [r["claim_id"] for r in records if r["verdict"] == "error"],
         "seconds": round(time.perf_counter() - start, 3),
     }
 
 
 def exit_code(run: Any) -> int:
-    """1 if any claim is violated, else 0."""
+    """1 if any claim is violated or its check raised, else 0."""
     result = getattr(run, "result", None) or {}
-    return 1 if result.get("violated") else 0
+    return 1 if result.get("violated") or result.get("errors") else 0
+
+
+def _error_record(claim: Any, exc: Exception, seconds: float, profile: str, seed: int) -> dict:
+    """The record of a check that raised: verdict ``error``, the exception and its traceback."""
+    return {
+        "claim_id": claim.id,
+        "kind": claim.kind,
+        "verdict": "error",
+        "reason": f"the check raised {type(exc).__name__}: {exc}",
+        "summary": f"check raised {type(exc).__name__}",
+        "measured": [],
+        "bounds": [],
+        "details": {"traceback": traceback.format_exc()},
+        "seconds": seconds,
+        "budget": profile,
+        "seed": seed,
+        "statement": claim.statement,
+        "source": claim.source,
+        "provenance": claim.provenance,
+    }
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def claims_summary(runs: list[RunRecord], out: Path) -> list[Path]:
         counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICT_COLORS}
         ax.set_title(
             f"experiments.bounds run {run.run_id} ({run.config.get('profile', '?')}): "
-            + ", ".join(f"{n} {v}" for v, n in counts.items()),
+            + ", ".join(f"{n} {v}" for v, n in counts.items() if n or v != "error"),
             fontsize=10,
         )
         fig.tight_layout()

@@ -33,7 +33,12 @@ STYLE = {
 }
 MEASURED_COLORS = ["#1f5fa8", "#2f9e44", "#d9480f", "#7048e8", "#0c8599", "#c2255c"]
 BOUND_COLORS = ["#495057", "#868e96", "#a61e4d", "#5f3dc4", "#087f5b", "#e67700"]
-VERDICT_COLORS = {"holds": "#2b8a3e", "violated": "#c92a2a", "inconclusive": "#e67700"}
+VERDICT_COLORS = {
+    "holds": "#2b8a3e",
+    "violated": "#c92a2a",
+    "inconclusive": "#e67700",
+    "error": "#495057",  # the check raised (experiments.bounds records it and goes on)
+}
 
 
 def _finite(xs: list[Any], ys: list[Any], se: list[Any] | None) -> tuple[list, list, list | None]:
@@ -89,7 +94,12 @@ def plot_claim(record: dict[str, Any]) -> Figure:
                 f" (expected {record['expected_slope']:g})"
             )
         ax.set_title(title, color=VERDICT_COLORS.get(verdict, "black"))
-        ax.legend(loc="best", frameon=False)
+        if record.get("measured") or record.get("bounds"):
+            ax.legend(loc="best", frameon=False)
+        else:  # nothing measured (a check that raised): say why on the panel
+            ax.set_axis_off()
+            reason = "\n".join(textwrap.wrap(record.get("reason", ""), 70))
+            ax.text(0.5, 0.5, reason, ha="center", va="center", fontsize=8, wrap=True)
         summary = "\n".join(textwrap.wrap(record.get("summary", ""), 100))
         fig.text(0.01, 0.01, summary, fontsize=7, color="#343a40", va="bottom")
         fig.tight_layout(rect=(0, 0.07, 1, 1))

@@ -53,6 +53,42 @@ def test_violated_claim_makes_exit_code_1(tmp_path, monkeypatch, false_claim):
     assert exit_code(run) == 1
 
 
+def test_a_check_that_raises_is_recorded_and_the_other_claims_still_run(
+    tmp_path, monkeypatch, capsys
+):
+    from theory.claims import Claim, register, unregister
+
+    def broken(budget: str, seed: int):
+        raise ZeroDivisionError("a bug in a new claim")
+
+    register(Claim("broken_claim", "raises", "test", "[R]", "rate", broken))
+    try:
+        monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
+        run = run_experiment(
+            ex,
+            {"profile": "tiny", "claims": ["broken_claim", "collapse_values"]},
+            runs_dir=str(tmp_path),
+        )
+    finally:
+        unregister("broken_claim")
+    assert run.status == "COMPLETED" and exit_code(run) == 1
+    assert run.result["errors"] == ["broken_claim"] and run.result["holds"] == 1
+    records = json.loads((tmp_path / str(run._id) / "claims.json").read_text())["claims"]
+    err = records[0]
+    assert err["verdict"] == "error" and "ZeroDivisionError: a bug" in err["reason"]
+    assert "raise ZeroDivisionError" in err["details"]["traceback"]
+    assert records[1]["verdict"] == "holds"
+    out = capsys.readouterr().out
+    assert "2 claims: 1 hold, 0 violated, 0 inconclusive, 1 raised an error" in out
+    assert "broken_claim error: the check raised ZeroDivisionError" in out
+    from paper_figures.__main__ import main as figures
+
+    figs = tmp_path / "figs"
+    for name in ("claims", "claims_summary"):  # the figures take the error record too
+        assert figures(["--runs", str(tmp_path), "--out", str(figs), "--only", name]) == 0
+    assert (figs / "claims" / "broken_claim.png").is_file()
+
+
 def test_unknown_claim_fails_the_run(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
     with pytest.raises(ValueError, match="unknown claim 'no_such_claim'"):
