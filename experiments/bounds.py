@@ -94,6 +94,54 @@ def _save_figure(record: dict[str, Any], folder: str) -> str:
     return path
 
 
+def _check_all(
+    selected: list[Any],
+    profile: str,
+    seed: int,
+    figures: bool,
+    tmp: str,
+    records: list[dict[str, Any]],
+    _run: Any,
+) -> None:
+    """Run the claims in order, appending each record as soon as it exists."""
+    bar = tqdm(
+        selected, desc="claims", unit="claim", file=sys.stderr, leave=False, disable=None
+    )  # no bar when stderr is not a terminal
+    with bar:
+        for step, claim in enumerate(bar):
+            bar.set_postfix_str(claim.id)
+            rec = _check_one(claim, profile, seed, step, _run)
+            records.append(rec)
+            if figures and rec["verdict"] != "error":
+                _run.add_artifact(_save_figure(rec, tmp), f"{claim.id}.png")
+            done = f"{rec['verdict']} ({rec['seconds']:.2f}s)"
+            if rec["verdict"] == "error":
+                done = f"ERROR {rec['reason']}"
+            tqdm.write(f"[{step + 1}/{len(selected)}] {claim.id}: {done}", file=sys.stderr)
+
+
+def _check_one(claim: Any, profile: str, seed: int, step: int, _run: Any) -> dict[str, Any]:
+    """One claim's record, its metrics logged; a check that raises gives an ``error`` record."""
+    t0 = time.perf_counter()
+    try:
+        result = claim.check(budget=profile, seed=seed)
+    except Exception as exc:  # one broken check must not cost the other verdicts
+        _run.log_scalar("verdict", VERDICT_CODE["error"], step)
+        return _error_record(claim, exc, time.perf_counter() - t0, profile, seed)
+    rec = result.to_dict()
+    rec.update(statement=claim.statement, source=claim.source, provenance=claim.provenance)
+    _run.log_scalar("verdict", VERDICT_CODE[result.verdict], step)
+    _run.log_scalar(metric_name("claims", claim.id, "seconds"), result.seconds, step)
+    if result.slope is not None:
+        _run.log_scalar(metric_name("claims", claim.id, "slope"), result.slope, step)
+    for kind, group in (("measured", result.measured), ("bound", result.bounds)):
+        for series in group:
+            name = metric_name("claims", claim.id, kind, series.label)
+            for i, y in enumerate(series.y):
+                _run.log_scalar(name, y, i)
+    return rec
+
+
 @ex.main
 def main(
     profile: str, claims: list[str], exclude: list[str], seed: int, figures: bool, _run: Any
@@ -104,47 +152,22 @@ def main(
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        bar = tqdm(
-            selected, desc="claims", unit="claim", file=sys.stderr, leave=False, disable=None
-        )  # no bar when stderr is not a terminal
-        for step, claim in enumerate(bar):
-            bar.set_postfix_str(claim.id)
-            t0 = time.perf_counter()
-            try:
-                result = claim.check(budget=profile, seed=seed)
-            except Exception as exc:  # one broken check must not cost the other verdicts
-                rec = _error_record(claim, exc, time.perf_counter() - t0, profile, seed)
-                records.append(rec)
-                _run.log_scalar("verdict", VERDICT_CODE["error"], step)
-                tqdm.write(
-                    f"[{step + 1}/{len(selected)}] {claim.id}: ERROR {rec['reason']}",
-                    file=sys.stderr,
+        try:
+            _check_all(selected, profile, seed, figures, tmp, records, _run)
+        finally:  # also when interrupted: the verdicts reached so far are kept in the record
+            path = os.path.join(tmp, "claims.json")
+            with open(path, "w") as fh:
+                json.dump(
+                    {
+                        "profile": profile,
+                        "seed": seed,
+                        "complete": len(records) == len(selected),
+                        "claims": records,
+                    },
+                    fh,
+                    indent=1,
                 )
-                continue
-            rec = result.to_dict()
-            rec.update(statement=claim.statement, source=claim.source, provenance=claim.provenance)
-            records.append(rec)
-            _run.log_scalar("verdict", VERDICT_CODE[result.verdict], step)
-            _run.log_scalar(metric_name("claims", claim.id, "seconds"), result.seconds, step)
-            if result.slope is not None:
-                _run.log_scalar(metric_name("claims", claim.id, "slope"), result.slope, step)
-            for kind, group in (("measured", result.measured), ("bound", result.bounds)):
-                for series in group:
-                    name = metric_name("claims", claim.id, kind, series.label)
-                    for i, y in enumerate(series.y):
-                        _run.log_scalar(name, y, i)
-            if figures:
-                _run.add_artifact(_save_figure(rec, tmp), f"{claim.id}.png")
-            tqdm.write(
-                f"[{step + 1}/{len(selected)}] {claim.id}: {result.verdict} "
-                f"({result.seconds:.2f}s)",
-                file=sys.stderr,
-            )
-        bar.close()
-        path = os.path.join(tmp, "claims.json")
-        with open(path, "w") as fh:
-            json.dump({"profile": profile, "seed": seed, "claims": records}, fh, indent=1)
-        _run.add_artifact(path, "claims.json")
+            _run.add_artifact(path, "claims.json")
     print(verdict_table(records))
     columns = ["claim", "kind", "verdict", "seconds", "slope", "summary"]
     _run.info["wandb_tables"] = {

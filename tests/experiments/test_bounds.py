@@ -30,8 +30,9 @@ def test_bounds_run_leaves_a_complete_record(tmp_path, monkeypatch, capsys):
         assert (d / f).is_file(), f
     assert json.loads((d / "run.json").read_text())["status"] == "COMPLETED"
     assert json.loads((d / "config.json").read_text())["profile"] == "tiny"
-    records = json.loads((d / "claims.json").read_text())["claims"]
-    assert [r["claim_id"] for r in records] == FAST
+    saved = json.loads((d / "claims.json").read_text())
+    records = saved["claims"]
+    assert saved["complete"] is True and [r["claim_id"] for r in records] == FAST
     for c in FAST:
         assert (d / f"{c}.png").stat().st_size > 5000
     out = capsys.readouterr().out
@@ -87,6 +88,31 @@ def test_a_check_that_raises_is_recorded_and_the_other_claims_still_run(
     for name in ("claims", "claims_summary"):  # the figures take the error record too
         assert figures(["--runs", str(tmp_path), "--out", str(figs), "--only", name]) == 0
     assert (figs / "claims" / "broken_claim.png").is_file()
+
+
+def test_an_interrupted_run_keeps_the_verdicts_it_reached(tmp_path, monkeypatch):
+    from theory.claims import Claim, register, unregister
+
+    def interrupted(budget: str, seed: int):
+        raise KeyboardInterrupt
+
+    register(Claim("ctrl_c", "the user presses Ctrl-C here", "test", "[R]", "rate", interrupted))
+    try:
+        monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(
+                ex,
+                {"profile": "tiny", "claims": ["collapse_values", "ctrl_c", "spectral_identity"]},
+                runs_dir=str(tmp_path),
+            )
+    finally:
+        unregister("ctrl_c")
+    (d,) = [p for p in tmp_path.iterdir() if (p / "run.json").is_file()]
+    assert json.loads((d / "run.json").read_text())["status"] == "INTERRUPTED"
+    record = json.loads((d / "claims.json").read_text())
+    assert record["complete"] is False
+    assert [r["claim_id"] for r in record["claims"]] == ["collapse_values"]
+    assert record["claims"][0]["verdict"] == "holds" and (d / "collapse_values.png").is_file()
 
 
 def test_unknown_claim_fails_the_run(tmp_path, monkeypatch):
