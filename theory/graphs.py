@@ -14,7 +14,7 @@ Contrastive Loss", NeurIPS 2021 (arXiv 2106.04156). Natural points ``x̄`` with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -38,7 +38,6 @@ class AugmentationGraph:
     y_nat: np.ndarray
     y_aug: np.ndarray
     name: str = "graph"
-    _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not np.isclose(self.p.sum(), 1.0) or np.any(self.p < 0):

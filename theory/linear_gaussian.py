@@ -9,8 +9,6 @@ Natural data ``x̄ ~ N(0, Σ)``; views ``x = x̄ + ξ``, ``x⁺ = x̄ + ξ'`` wi
 * VICReg in the hard-constraint limit: ``min E‖Wx − Wx⁺‖²`` s.t. ``WSWᵀ = I`` gives
   ``W = U_kᵀ S^{-1/2}`` — the **same** row space: the top-k generalised eigenvectors of
   ``Σ v = κ S v``.
-* Soft VICReg has a closed-form population loss too (every term is a function of ``WSWᵀ`` and
-  ``WΣ_ξWᵀ``), used to check that its minimiser approaches that subspace.
 """
 
 from __future__ import annotations
@@ -72,27 +70,6 @@ class LinearGaussianViews:
         """``−2 tr(WΣWᵀ) + tr((WSWᵀ)²)``."""
         c = w @ self.S @ w.T
         return float(-2 * np.trace(w @ self.sigma @ w.T) + np.sum(c * c))
-
-    def vicreg_population_loss(
-        self,
-        w: np.ndarray,
-        sim_weight: float = 25.0,
-        var_weight: float = 25.0,
-        cov_weight: float = 1.0,
-        gamma: float = 1.0,
-        eps: float = 1e-4,
-    ) -> float:
-        """Population VICReg (paper form): both views share the law ``N(0, WSWᵀ)``.
-
-        ``s = (2/k) tr(WΣ_ξWᵀ)``, ``v = mean_j relu(γ − √(C_jj + ε))`` per view,
-        ``c = (1/k) Σ_{i≠j} C_ij²`` per view, ``C = WSWᵀ``.
-        """
-        k = w.shape[0]
-        c = w @ self.S @ w.T
-        inv = 2 * np.trace(w @ self.sigma_xi @ w.T) / k
-        var = np.mean(np.maximum(0.0, gamma - np.sqrt(np.diag(c) + eps)))
-        cov = (np.sum(c * c) - np.sum(np.diag(c) ** 2)) / k
-        return float(sim_weight * inv + var_weight * 2 * var + cov_weight * 2 * cov)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` positive pairs ``(x, x⁺)`` as two ``[n, d]`` arrays."""

@@ -63,6 +63,6 @@ class MultiTaskLinear:
             b = np.linalg.qr(vec.reshape(self.k, self.d).T)[0]
         return b
 
-    def fast_rate(self, tasks: int, diversity: float = 1.0) -> float:
-        """``σ² d k / (ν n T)`` — the shape of Du et al.'s representation error (constant 1)."""
-        return self.noise**2 * self.d * self.k / (diversity * self.n * tasks)
+    def fast_rate(self, tasks: int) -> float:
+        """``σ² d k / (n T)`` — the shape of Du et al.'s representation error (constant 1)."""
+        return self.noise**2 * self.d * self.k / (self.n * tasks)

@@ -74,10 +74,11 @@ def _sweep(budget: str, seed: int) -> dict[str, np.ndarray]:
     excess, gap = np.zeros((reps, len(ns))), np.zeros((reps, len(ns)))
     for r in range(reps):
         qt, pt = TASKS.sample(g, fresh)
+        bayes_test = float(_task_loss(bayes, qt, pt))
         for j, n in enumerate(ns):
             q, p = TASKS.sample(g, n)
             m = _fit(q, p)
-            excess[r, j] = float(_task_loss(m, qt, pt)) - float(_task_loss(bayes, qt, pt))
+            excess[r, j] = float(_task_loss(m, qt, pt)) - bayes_test
             # E[test − train] of the fitted critic, estimated without the noise of a finite
             # test set: E L̂_train(M*) = L(M*) exactly, so
             # E[L(M̂) − L̂(M̂)] = E[L(M̂) − L(M*)] + E[L̂(M*) − L̂(M̂)], both terms paired.

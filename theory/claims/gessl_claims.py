@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from scipy import stats
 
-from gessl.losses import no_value_checks
+from gessl.data.synthetic import TaskBatch
+from gessl.eval.universality import adapt_per_task
 from gessl.methods import build_method
 from gessl.models import MLP
 from gessl.sigma import sigma, sigma_excess
 from gessl.tasks import task_logits
 from gessl.trainer import GeSSLConfig, Trainer
-from gessl.trainer.objective import build_first_order_split
 from theory.claims.base import Check, ClaimResult, Series, combine
 from theory.claims.registry import claim
 from theory.gaussian_task import LatentViewSampler, LatentViewTasks
@@ -51,11 +51,8 @@ def unseen_task_sigma(
     u, v, sa, sb = MODEL.sample_views(g, tasks, 4)
     lb = torch.log_softmax(MODEL.bayes_logits(u, v), dim=-1)
     p = {k: t.detach() for k, t in method.online_params().items()}
-    cfg = GeSSLConfig(inner_steps=adapt_steps, inner_lr=GESSL["inner_lr"], sigma_weight=0)
-    inner, _ = build_first_order_split(method, cfg)
-    support = {"sa": sa.float(), "sb": sb.float()}
-    with no_value_checks():
-        adapted, _, _ = torch.func.vmap(inner, in_dims=(None, None, 0, None))(p, {}, support, {})
+    views = TaskBatch(sa.float(), sb.float(), u.float(), v.float())
+    adapted, _ = adapt_per_task(method, views, adapt_steps, GESSL["inner_lr"])
     out = {}
     with torch.no_grad():  # embed task by task: projector batch-norm statistics per task
         for name, params, dims in (("phi", p, None), ("adapted", adapted, 0)):
