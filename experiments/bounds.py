@@ -3,13 +3,19 @@
     python -m experiments.bounds                          # quick profile, every claim
     python -m experiments.bounds with profile=full seed=3
     python -m experiments.bounds with 'claims=["infonce_mi_bound", "barlow_stepwise"]'
-    python -m experiments.bounds with 'exclude=["gessl_lowers_sigma"]'
+    python -m experiments.bounds with 'exclude=["gessl_task_generalization"]'
+    python -m experiments.bounds with jobs=1               # one process (same numbers)
+    python -m experiments.bounds with strict=True          # reproduction verdicts count too
     python -m experiments.bounds print_config
     python -m experiments.bounds -F other_runs_dir         # an extra file observer
 
 Each claim's record (measured and bound series, slopes, standard errors, verdict and reason)
 goes to ``runs/<id>/claims.json`` and its figure to ``runs/<id>/<claim>.png`` (Sacred artifacts,
-also forwarded to W&B). The process exits 1 if any claim is violated (and 1 if the run crashes).
+also forwarded to W&B). Theorem claims (``exact``, ``rate``) and ``reproduction`` claims are
+printed in separate sections; the reproduction tests are Holm-corrected across every
+reproduction claim of the run. Exit status: 0 when every theorem claim holds (or is
+inconclusive), 1 when one is violated or any check raised; with ``strict=True`` also 1 when a
+reproduction claim is *not reproduced*.
 """
 
 from __future__ import annotations
@@ -20,18 +26,26 @@ import re
 import sys
 import tempfile
 import time
-import traceback
 from typing import Any
 
 from tqdm import tqdm
 
+from experiments.claim_runner import default_jobs, run_claims, save_figure
 from experiments.tracking import main_entry, make_experiment
-from theory.claims import BUDGETS, all_claims, get_claim
+from theory.claims import BUDGETS, THEOREM_KINDS, all_claims, get_claim
+from theory.claims.reproduction import correct_across, tests_of
 
 ex = make_experiment("bounds")
 
 #: the ``verdict`` metric per claim; ``error``: the check raised (the run goes on with the rest)
-VERDICT_CODE = {"holds": 1.0, "inconclusive": 0.0, "violated": -1.0, "error": -2.0}
+VERDICT_CODE = {
+    "holds": 1.0,
+    "reproduced": 1.0,
+    "inconclusive": 0.0,
+    "violated": -1.0,
+    "not reproduced": -1.0,
+    "error": -2.0,
+}
 
 
 def metric_name(*parts: str) -> str:
@@ -46,6 +60,8 @@ def config() -> None:
     exclude = []  # claim ids to skip
     seed = 0
     figures = True  # save one PNG per claim
+    jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
+    strict = False  # True: a reproduction claim that is 'not reproduced' also makes the exit 1
     assert profile in BUDGETS, f"profile must be one of {BUDGETS}"
 
 
@@ -53,120 +69,139 @@ def _fmt(v: float | None, spec: str) -> str:
     return "—" if v is None or v != v else format(v, spec)
 
 
+def _row(r: dict[str, Any]) -> str:
+    slope = "—" if r.get("slope") is None else f"{r['slope']:.2f}"
+    if r.get("slope") is not None and r.get("expected_slope") is not None:
+        slope += f" (exp {r['expected_slope']:g})"
+    return (
+        f"{r['claim_id']:30s} {r['kind']:5s} {r['verdict'].upper():14s} "
+        f"{r['seconds']:6.2f} {slope:>15s} {_fmt(r.get('se'), '8.1e'):>8s}  {r['summary']}"
+    )
+
+
+def _counts(records: list[dict[str, Any]], verdicts: tuple[str, ...]) -> str:
+    parts = [f"{sum(r['verdict'] == v for r in records)} {v}" for v in verdicts]
+    errors = sum(r["verdict"] == "error" for r in records)
+    return ", ".join(parts) + (f", {errors} raised an error" if errors else "")
+
+
 def verdict_table(records: list[dict[str, Any]]) -> str:
-    """The printed table: claim, kind, verdict, seconds, slope, SE, measured vs bound."""
+    """The printed table: theorem claims (claim, kind, verdict, seconds, slope, SE, measured
+    vs bound), then reproduction claims with each paired test on its own line."""
     head = (
-        f"{'claim':30s} {'kind':5s} {'verdict':12s} {'sec':>6s} {'slope':>15s} {'SE':>8s}  "
+        f"{'claim':30s} {'kind':5s} {'verdict':14s} {'sec':>6s} {'slope':>15s} {'SE':>8s}  "
         "measured vs bound"
     )
+    theorems = [r for r in records if r["kind"] != "reproduction"]
+    repro = [r for r in records if r["kind"] == "reproduction"]
     lines = [head, "-" * len(head)]
-    for r in records:
-        slope = "—" if r.get("slope") is None else f"{r['slope']:.2f}"
-        if r.get("slope") is not None and r.get("expected_slope") is not None:
-            slope += f" (exp {r['expected_slope']:g})"
-        lines.append(
-            f"{r['claim_id']:30s} {r['kind']:5s} {r['verdict'].upper():12s} "
-            f"{r['seconds']:6.2f} {slope:>15s} {_fmt(r.get('se'), '8.1e'):>8s}  "
-            f"{r['summary']}"
-        )
-    counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICT_CODE}
+    lines += [_row(r) for r in theorems]
     lines.append("-" * len(head))
+    held = sum(r["verdict"] == "holds" for r in theorems)
     lines.append(
-        f"{len(records)} claims: {counts['holds']} hold, {counts['violated']} violated, "
-        f"{counts['inconclusive']} inconclusive"
-        + (f", {counts['error']} raised an error" if counts["error"] else "")
+        f"{len(theorems)} claims: {held} hold, "
+        + _counts(theorems, ("violated", "inconclusive")).replace(" violated", " violated")
     )
-    for r in records:
+    for r in theorems:
         if r["verdict"] != "holds":
             lines.append(f"  {r['claim_id']} {r['verdict']}: {r['reason']}")
+    if repro:
+        n_tests = sum(len(tests_of(r)[0]) for r in repro)
+        lines += [
+            "",
+            f"Reproduction claims (paired seeds; 95% t-intervals; Holm-corrected across the "
+            f"{n_tests} tests below; they change the exit status only with strict=True)",
+            "-" * len(head),
+        ]
+        for r in repro:
+            lines.append(_row(r))
+            tests, primary = tests_of(r)
+            for t, p in zip(tests, primary):
+                lines.append(f"    {'*' if p else ' '} {t.describe()}")
+            if r["verdict"] == "error":
+                lines.append(f"    {r['reason']}")
+        lines.append("-" * len(head))
+        lines.append(
+            f"{len(repro)} reproduction claims: "
+            + _counts(repro, ("reproduced", "not reproduced", "inconclusive"))
+            + "   (* = primary test: the paper's direction σ = KL(π_model ‖ π*))"
+        )
     return "\n".join(lines)
 
 
-def _save_figure(record: dict[str, Any], folder: str) -> str:
-    import matplotlib.pyplot as plt
-
-    from paper_figures.panels import plot_claim  # matplotlib only when figures are wanted
-
-    fig = plot_claim(record)
-    path = os.path.join(folder, f"{record['claim_id']}.png")
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
-    return path
-
-
-def _check_all(
-    selected: list[Any],
-    profile: str,
-    seed: int,
-    figures: bool,
-    tmp: str,
-    records: list[dict[str, Any]],
-    _run: Any,
-) -> None:
-    """Run the claims in order, appending each record as soon as it exists."""
-    bar = tqdm(
-        selected, desc="claims", unit="claim", file=sys.stderr, leave=False, disable=None
-    )  # no bar when stderr is not a terminal
-    with bar:
-        for step, claim in enumerate(bar):
-            bar.set_postfix_str(claim.id)
-            rec = _check_one(claim, profile, seed, step, _run)
-            records.append(rec)
-            if figures and rec["verdict"] != "error":
-                _run.add_artifact(_save_figure(rec, tmp), f"{claim.id}.png")
-            done = f"{rec['verdict']} ({rec['seconds']:.2f}s)"
-            if rec["verdict"] == "error":
-                done = f"ERROR {rec['reason']}"
-            tqdm.write(f"[{step + 1}/{len(selected)}] {claim.id}: {done}", file=sys.stderr)
-
-
-def _check_one(claim: Any, profile: str, seed: int, step: int, _run: Any) -> dict[str, Any]:
-    """One claim's record, its metrics logged; a check that raises gives an ``error`` record."""
-    t0 = time.perf_counter()
-    try:
-        result = claim.check(budget=profile, seed=seed)
-    except Exception as exc:  # one broken check must not cost the other verdicts
-        _run.log_scalar("verdict", VERDICT_CODE["error"], step)
-        return _error_record(claim, exc, time.perf_counter() - t0, profile, seed)
-    rec = result.to_dict()
-    rec.update(statement=claim.statement, source=claim.source, provenance=claim.provenance)
-    _run.log_scalar("verdict", VERDICT_CODE[result.verdict], step)
-    _run.log_scalar(metric_name("claims", claim.id, "seconds"), result.seconds, step)
-    if result.slope is not None:
-        _run.log_scalar(metric_name("claims", claim.id, "slope"), result.slope, step)
-    for kind, group in (("measured", result.measured), ("bound", result.bounds)):
+def _log_record(rec: dict[str, Any], step: int, _run: Any) -> None:
+    """The claim's metrics: its verdict code, seconds, slope and every series point."""
+    _run.log_scalar("verdict", VERDICT_CODE[rec["verdict"]], step)
+    if rec["verdict"] == "error":
+        return
+    _run.log_scalar(metric_name("claims", rec["claim_id"], "seconds"), rec["seconds"], step)
+    if rec.get("slope") is not None:
+        _run.log_scalar(metric_name("claims", rec["claim_id"], "slope"), rec["slope"], step)
+    for kind, group in (("measured", rec["measured"]), ("bound", rec["bounds"])):
         for series in group:
-            name = metric_name("claims", claim.id, kind, series.label)
-            for i, y in enumerate(series.y):
-                _run.log_scalar(name, y, i)
-    return rec
+            name = metric_name("claims", rec["claim_id"], kind, series["label"])
+            for i, y in enumerate(series["y"]):
+                if isinstance(y, (int, float)):
+                    _run.log_scalar(name, y, i)
+
+
+def _write_claims(path: str, profile: str, seed: int, complete: bool, records: list) -> None:
+    with open(path, "w") as fh:
+        json.dump(
+            {"profile": profile, "seed": seed, "complete": complete, "claims": records},
+            fh,
+            indent=1,
+        )
 
 
 @ex.main
 def main(
-    profile: str, claims: list[str], exclude: list[str], seed: int, figures: bool, _run: Any
+    profile: str,
+    claims: list[str],
+    exclude: list[str],
+    seed: int,
+    figures: bool,
+    jobs: int,
+    strict: bool,
+    _run: Any,
 ) -> dict[str, Any]:
     selected = [get_claim(c) for c in claims] if claims else all_claims()
     skip = {get_claim(c).id for c in exclude}  # validates the ids
     selected = [c for c in selected if c.id not in skip]
+    order = {c.id: i for i, c in enumerate(selected)}
+    workers = default_jobs() if jobs == 0 else jobs
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
+    bar = tqdm(  # no bar when stderr is not a terminal
+        total=len(selected), desc="claims", unit="claim", file=sys.stderr, leave=False, disable=None
+    )
+
+    def on_record(rec: dict[str, Any], figure: str | None) -> None:
+        records.append(rec)
+        _log_record(rec, order[rec["claim_id"]], _run)
+        if figure is not None:
+            _run.add_artifact(figure, f"{rec['claim_id']}.png")
+        done = f"{rec['verdict']} ({rec['seconds']:.2f}s)"
+        if rec["verdict"] == "error":
+            done = f"ERROR {rec['reason']}"
+        bar.update(1)
+        tqdm.write(f"[{len(records)}/{len(selected)}] {rec['claim_id']}: {done}", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as tmp, bar:
+        complete = False
         try:
-            _check_all(selected, profile, seed, figures, tmp, records, _run)
+            run_claims(selected, profile, seed, workers, tmp if figures else None, on_record)
+            records.sort(key=lambda r: order[r["claim_id"]])
+            correct_across(records)  # Holm across every reproduction test of the run
+            if figures:
+                for rec in records:
+                    if rec["kind"] == "reproduction" and rec["verdict"] != "error":
+                        _run.add_artifact(save_figure(rec, tmp), f"{rec['claim_id']}.png")
+            complete = len(records) == len(selected)
         finally:  # also when interrupted: the verdicts reached so far are kept in the record
+            records.sort(key=lambda r: order[r["claim_id"]])
             path = os.path.join(tmp, "claims.json")
-            with open(path, "w") as fh:
-                json.dump(
-                    {
-                        "profile": profile,
-                        "seed": seed,
-                        "complete": len(records) == len(selected),
-                        "claims": records,
-                    },
-                    fh,
-                    indent=1,
-                )
+            _write_claims(path, profile, seed, complete, records)
             _run.add_artifact(path, "claims.json")
     print(verdict_table(records))
     columns = ["claim", "kind", "verdict", "seconds", "slope", "summary"]
@@ -187,41 +222,29 @@ def main(
         }
     }
     _run.info["verdicts"] = {r["claim_id"]: r["verdict"] for r in records}
-    violated = [r["claim_id"] for r in records if r["verdict"] == "violated"]
+    theorems = [r for r in records if r["kind"] in THEOREM_KINDS]
+    repro = [r for r in records if r["kind"] == "reproduction"]
     return {
         "n_claims": len(records),
-        "holds": sum(r["verdict"] == "holds" for r in records),
-        "violated": violated,
-        "inconclusive": [r["claim_id"] for r in records if r["verdict"] == "inconclusive"],
+        "holds": sum(r["verdict"] == "holds" for r in theorems),
+        "violated": [r["claim_id"] for r in theorems if r["verdict"] == "violated"],
+        "inconclusive": [r["claim_id"] for r in theorems if r["verdict"] == "inconclusive"],
         "errors": [r["claim_id"] for r in records if r["verdict"] == "error"],
+        "reproduction": {r["claim_id"]: r["verdict"] for r in repro},
+        "not_reproduced": [r["claim_id"] for r in repro if r["verdict"] == "not reproduced"],
+        "strict": strict,
+        "jobs": workers,
         "seconds": round(time.perf_counter() - start, 3),
     }
 
 
 def exit_code(run: Any) -> int:
-    """1 if any claim is violated or its check raised, else 0."""
+    """1 if a theorem claim is violated or a check raised (with ``strict``, also if a
+    reproduction claim is not reproduced), else 0."""
     result = getattr(run, "result", None) or {}
-    return 1 if result.get("violated") or result.get("errors") else 0
-
-
-def _error_record(claim: Any, exc: Exception, seconds: float, profile: str, seed: int) -> dict:
-    """The record of a check that raised: verdict ``error``, the exception and its traceback."""
-    return {
-        "claim_id": claim.id,
-        "kind": claim.kind,
-        "verdict": "error",
-        "reason": f"the check raised {type(exc).__name__}: {exc}",
-        "summary": f"check raised {type(exc).__name__}",
-        "measured": [],
-        "bounds": [],
-        "details": {"traceback": traceback.format_exc()},
-        "seconds": seconds,
-        "budget": profile,
-        "seed": seed,
-        "statement": claim.statement,
-        "source": claim.source,
-        "provenance": claim.provenance,
-    }
+    if result.get("violated") or result.get("errors"):
+        return 1
+    return 1 if result.get("strict") and result.get("not_reproduced") else 0
 
 
 if __name__ == "__main__":

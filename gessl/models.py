@@ -13,7 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "MLP", "ResNet18", "SmallCNN", "build_backbone", "mlp_head"]
+__all__ = [
+    "ACTIVATIONS",
+    "MLP",
+    "Flatten",
+    "ResNet18",
+    "SmallCNN",
+    "build_backbone",
+    "mlp_head",
+]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -25,6 +33,20 @@ def _activation(name: str) -> nn.Module:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from (
             None
         )
+
+
+class Flatten(nn.Module):
+    """The identity backbone on flattened input (no parameters): with a one-layer projector the
+    method is a *linear* (affine) encoder, whose best member can be fitted exactly."""
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        if in_dim < 1:
+            raise ValueError(f"in_dim must be >= 1, got {in_dim}")
+        self.out_dim = in_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1) if x.dim() > 1 else x
 
 
 class MLP(nn.Module):
@@ -156,7 +178,10 @@ def mlp_head(
 
 
 def build_backbone(name: str, input_shape: Sequence[int], width: int = 64) -> nn.Module:
-    """``"mlp"`` (any input, flattened), ``"cnn"`` or ``"resnet18"`` (``[C, H, W]`` input)."""
+    """``"identity"`` or ``"mlp"`` (any input, flattened), ``"cnn"`` or ``"resnet18"``
+    (``[C, H, W]`` input)."""
+    if name == "identity":
+        return Flatten(math.prod(input_shape))
     if name == "mlp":
         return MLP(math.prod(input_shape), width=width)
     if name == "cnn":
@@ -167,7 +192,7 @@ def build_backbone(name: str, input_shape: Sequence[int], width: int = 64) -> nn
         if len(input_shape) != 3:
             raise ValueError(f"resnet18 needs [C, H, W] inputs, got shape {tuple(input_shape)}")
         return ResNet18(input_shape[0], width=width)
-    raise ValueError(f"unknown backbone {name!r}; available: mlp, cnn, resnet18")
+    raise ValueError(f"unknown backbone {name!r}; available: identity, mlp, cnn, resnet18")
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -1,13 +1,35 @@
 """The task view of a mini-batch: N source samples form an N-way classification task.
 
 Class ``k`` is source sample ``k``; its instances are its augmented views. Given the embeddings
-of query views and of one candidate view per class, the task classifier is the softmax over the
-N candidates of their similarity to the query (the other view's embeddings act as class
+of query views and of one candidate view per class, the task classifier π is the softmax over the
+N candidates of a **critic** ``s(query, candidate)`` (the other view's embeddings act as class
 prototypes), so the labels are ``arange(N)``. This is the reading of the GeSSL paper
 (Qiang et al., arXiv 2405.01053, abstract of v4: "each mini-batch can be viewed as a multi-class
 classification task"), and of the same group's PID-SSL code, which writes SimCLR as an N-way
-cross-entropy with labels ``arange(N)``; the notation is ours (reconstruction, see
-``shared/research/paper.md`` §1.1).
+cross-entropy with labels ``arange(N)``; the notation and the critics are ours (reconstruction,
+see ``docs/reconstruction.md``).
+
+π is defined here once. Everything that needs it — the InfoNCE loss, GeSSL's σ-term, the
+σ-measurement, the universality report and the theory claims — takes a :class:`Critic` or its
+name. The named critics (``z_q`` a query embedding, ``z_c`` a candidate's, τ the temperature):
+
+=================== ======================================== ==================================
+name                logit ``s(z_q, z_c)``                    notes
+=================== ======================================== ==================================
+``cosine``          ``cos(z_q, z_c) / τ``                    SimCLR/MoCo's critic; bounded
+``dot``             ``z_qᵀ z_c / τ``                         bilinear; Bayes for prototypes on a
+                                                             sphere (Poole et al. 2019, §2)
+``neg_sq_distance`` ``−‖z_q − z_c‖² / τ``                    symmetric distance critic
+``two_headed``      ``−‖z_q[:h] − z_c[h:]‖² / τ``            asymmetric: the first half of the
+                                                             query's embedding against the second
+                                                             half of the candidate's (D = 2h)
+=================== ======================================== ==================================
+
+The two-headed critic can represent the Bayes critic ``−‖A u − B v‖²`` of every Gaussian task
+family in :mod:`theory.task_families` with a *linear* encoder (anchor head ``A``, candidate head
+``B``), which the symmetric critics cannot: the Bayes logit of two noisy views needs a
+per-candidate ``‖v‖²`` term with a coefficient other than the cross term's
+(``docs/settings.md``).
 """
 
 from __future__ import annotations
@@ -18,47 +40,120 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["SIMILARITIES", "Task", "task_labels", "task_log_probs", "task_logits"]
+__all__ = [
+    "CRITICS",
+    "Critic",
+    "Task",
+    "make_critic",
+    "task_labels",
+    "task_log_probs",
+    "task_logits",
+]
 
-SIMILARITIES = ("cosine", "dot")
+#: the named critics of the task classifier π (see the module docstring)
+CRITICS = ("cosine", "dot", "neg_sq_distance", "two_headed")
+
+
+@dataclass(frozen=True)
+class Critic:
+    """A named critic of the N-way task classifier: ``logits(z_query, z_candidates)``.
+
+    Args:
+        name: one of :data:`CRITICS`.
+        temperature: τ > 0; every critic's logits are divided by it.
+
+    Raises:
+        ValueError: naming the argument and the allowed values.
+    """
+
+    name: str = "cosine"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in CRITICS:
+            raise ValueError(f"critic must be one of {CRITICS}, got {self.name!r}")
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+            raise ValueError(f"critic temperature must be a number > 0, got {t!r}")
+
+    def check_dim(self, dim: int) -> None:
+        """Raise ``ValueError`` if embeddings of dimension ``dim`` cannot be used: the
+        two-headed critic splits the embedding into two heads of equal size."""
+        if self.name == "two_headed" and (dim < 2 or dim % 2):
+            raise ValueError(
+                f"critic 'two_headed' needs an even embedding dimension >= 2 (two heads of "
+                f"equal size), got {dim}; use one of {CRITICS[:3]} or an even projector output"
+            )
+
+    def logits(self, z_query: Tensor, z_candidates: Tensor) -> Tensor:
+        """``[..., n_query, N]`` logits of ``[..., n_query, D]`` queries against ``[..., N, D]``
+        candidates (leading dims are batch dims, e.g. tasks)."""
+        if z_query.shape[-1] != z_candidates.shape[-1]:
+            raise ValueError(
+                f"z_query and z_candidates must share the feature dimension, got "
+                f"{z_query.shape[-1]} and {z_candidates.shape[-1]}"
+            )
+        self.check_dim(z_query.shape[-1])
+        tau = self.temperature
+        if self.name == "cosine":
+            zq, zc = F.normalize(z_query, dim=-1), F.normalize(z_candidates, dim=-1)
+            return zq @ zc.transpose(-1, -2) / tau
+        if self.name == "dot":
+            return z_query @ z_candidates.transpose(-1, -2) / tau
+        if self.name == "two_headed":
+            h = z_query.shape[-1] // 2
+            z_query, z_candidates = z_query[..., :h], z_candidates[..., h:]
+        # −‖q − c‖² = 2qᵀc − ‖q‖² − ‖c‖², one matrix product (no [n, N, D] difference tensor)
+        cross = z_query @ z_candidates.transpose(-1, -2)
+        qq = z_query.pow(2).sum(-1, keepdim=True)
+        cc = z_candidates.pow(2).sum(-1).unsqueeze(-2)
+        return (2 * cross - qq - cc) / tau
+
+    def log_probs(self, z_query: Tensor, z_candidates: Tensor) -> Tensor:
+        """``log π``: ``log_softmax`` of :meth:`logits` over the candidates."""
+        return torch.log_softmax(self.logits(z_query, z_candidates), dim=-1)
+
+    def __str__(self) -> str:
+        return f"{self.name}(τ={self.temperature:g})"
+
+
+def make_critic(critic: str | Critic = "cosine", temperature: float = 1.0) -> Critic:
+    """A :class:`Critic` from its name (and temperature), or ``critic`` itself if it is one."""
+    if isinstance(critic, Critic):
+        return critic
+    if not isinstance(critic, str):
+        raise ValueError(f"critic must be one of {CRITICS} or a Critic, got {critic!r}")
+    return Critic(critic, temperature)
 
 
 def task_logits(
     z_query: Tensor,
     z_candidates: Tensor,
     temperature: float = 1.0,
-    similarity: str = "cosine",
+    critic: str | Critic = "cosine",
 ) -> Tensor:
-    """Logits of the N-way task: ``sim(z_query[i], z_candidates[k]) / temperature``.
+    """Logits of the N-way task under a named critic (see :class:`Critic`).
 
     Args:
-        z_query: ``[..., n_query, D]`` query embeddings (leading dims are batch dims, e.g. tasks).
+        z_query: ``[..., n_query, D]`` query embeddings (leading dims are batch dims).
         z_candidates: ``[..., N, D]`` one candidate (class prototype) per class.
-        temperature: softmax temperature, > 0.
-        similarity: ``"cosine"`` (rows L2-normalised first) or ``"dot"`` (raw inner product;
-            the critic under which InfoNCE is Bayes-optimal in theory.md §A3(a′)).
+        temperature: τ > 0 (ignored when ``critic`` is a :class:`Critic`, which carries its own).
+        critic: a name in :data:`CRITICS` or a :class:`Critic`.
 
     Returns:
         ``[..., n_query, N]`` logits; with ``n_query == N`` the label of row ``i`` is ``i``.
     """
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    if z_query.shape[-1] != z_candidates.shape[-1]:
-        raise ValueError(
-            f"z_query and z_candidates must share the feature dimension, got "
-            f"{z_query.shape[-1]} and {z_candidates.shape[-1]}"
-        )
-    if similarity == "cosine":
-        z_query = F.normalize(z_query, dim=-1)
-        z_candidates = F.normalize(z_candidates, dim=-1)
-    return z_query @ z_candidates.transpose(-1, -2) / temperature
+    return make_critic(critic, temperature).logits(z_query, z_candidates)
 
 
-def task_log_probs(logits: Tensor) -> Tensor:
-    """Log-probabilities of the task classifier, ``log_softmax`` over the last (class) dim."""
-    return torch.log_softmax(logits, dim=-1)
+def task_log_probs(
+    z_query: Tensor,
+    z_candidates: Tensor,
+    temperature: float = 1.0,
+    critic: str | Critic = "cosine",
+) -> Tensor:
+    """``log π`` of the task classifier: ``log_softmax`` of :func:`task_logits`."""
+    return torch.log_softmax(task_logits(z_query, z_candidates, temperature, critic), dim=-1)
 
 
 def task_labels(n: int, device: torch.device | None = None) -> Tensor:
@@ -73,7 +168,7 @@ class Task:
     ``support`` views are what a task-specific model adapts on; ``query`` views are where it is
     evaluated (GeSSL's outer loss, the σ-measurement). Each is a pair of tensors ``(view_a,
     view_b)`` whose first dimension is N, row ``k`` of every tensor coming from source sample
-    ``k`` (reconstruction of the v5 support/query split, paper.md §2.3, gap G5).
+    ``k`` (our reconstruction of the v5 support/query split, ``docs/reconstruction.md``).
     """
 
     support: tuple[Tensor, Tensor]

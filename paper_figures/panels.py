@@ -35,10 +35,13 @@ MEASURED_COLORS = ["#1f5fa8", "#2f9e44", "#d9480f", "#7048e8", "#0c8599", "#c225
 BOUND_COLORS = ["#495057", "#868e96", "#a61e4d", "#5f3dc4", "#087f5b", "#e67700"]
 VERDICT_COLORS = {
     "holds": "#2b8a3e",
+    "reproduced": "#2b8a3e",
     "violated": "#c92a2a",
+    "not reproduced": "#c92a2a",
     "inconclusive": "#e67700",
     "error": "#495057",  # the check raised (experiments.bounds records it and goes on)
 }
+MODE_COLORS = {"plain": "#868e96", "meta": "#74c0fc", "gessl": "#1f5fa8"}
 
 
 def _finite(xs: list[Any], ys: list[Any], se: list[Any] | None) -> tuple[list, list, list | None]:
@@ -55,9 +58,20 @@ def _finite(xs: list[Any], ys: list[Any], se: list[Any] | None) -> tuple[list, l
 
 
 def plot_claim(record: dict[str, Any]) -> Figure:
-    """Measured series (solid, ± 1 SE bars) against bound/closed-form series (dashed)."""
+    """Measured series (solid, ± 1 SE bars) against bound/closed-form series (dashed); a
+    reproduction claim gets :func:`plot_reproduction`; ``details["extra_panel"]`` (``title``,
+    ``x_label``, ``y_label``, ``series``) adds a second axes on the right."""
+    if record.get("kind") == "reproduction" and record.get("details", {}).get("tests"):
+        return plot_reproduction(record)
+    extra = record.get("details", {}).get("extra_panel")
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(6.0, 4.0))
+        if extra:
+            fig, (ax, ax2) = plt.subplots(
+                1, 2, figsize=(9.5, 4.0), gridspec_kw={"width_ratios": [3, 2]}
+            )
+            _extra_panel(ax2, extra)
+        else:
+            fig, ax = plt.subplots(figsize=(6.0, 4.0))
         for i, s in enumerate(record.get("measured", [])):
             x, y, se = _finite(s["x"], s["y"], s.get("se"))
             color = MEASURED_COLORS[i % len(MEASURED_COLORS)]
@@ -104,3 +118,103 @@ def plot_claim(record: dict[str, Any]) -> Figure:
         fig.text(0.01, 0.01, summary, fontsize=7, color="#343a40", va="bottom")
         fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+def _extra_panel(ax: Any, extra: dict[str, Any]) -> None:
+    for i, s in enumerate(extra.get("series", [])):
+        x, y, _ = _finite(s["x"], s["y"], None)
+        ax.plot(x, y, "o-", color=MEASURED_COLORS[i % len(MEASURED_COLORS)], label=s["label"])
+    if extra.get("log_x"):
+        ax.set_xscale("log")
+    ax.set_title(extra.get("title", ""), fontsize=9)
+    ax.set_xlabel(extra.get("x_label", "x"))
+    ax.set_ylabel(extra.get("y_label", ""))
+    ax.legend(loc="best", frameon=False)
+
+
+#: the measures of a reproduction claim's level panel and the floor each is compared with
+LEVELS = (
+    ("sigma_phi", "σ of φ", "shared_sigma"),
+    ("sigma_adapted", "σ adapted", "per_task_sigma"),
+    ("excess_phi", "sigma_excess\nof φ", "shared_sigma_excess"),
+    ("excess_adapted", "sigma_excess\nadapted", "per_task_sigma_excess"),
+)
+
+
+def plot_reproduction(record: dict[str, Any]) -> Figure:
+    """Left: the paired per-seed differences of every test (one colour per measure), their mean
+    and 95% interval, filled when significant after Holm's correction. Right: the mean level of
+    each mode beside the model family's floor (shared for φ, per task after adaptation)."""
+    details = record["details"]
+    tests = details["tests"]
+    with plt.rc_context(STYLE):
+        fig, (ax, ax2) = plt.subplots(
+            1, 2, figsize=(11.0, 4.6), gridspec_kw={"width_ratios": [3, 2]}
+        )
+        ax.axhline(0.0, color="#343a40", linewidth=0.8)
+        for i, t in enumerate(tests):
+            color = MEASURED_COLORS[i % len(MEASURED_COLORS)] if i < 6 else BOUND_COLORS[2]
+            diffs = [v for v in t["diffs"] if isinstance(v, (int, float))]
+            xs = [
+                i + 0.25 * (j - (len(diffs) - 1) / 2) / max(len(diffs), 1)
+                for j in range(len(diffs))
+            ]
+            ax.plot(xs, diffs, "o", color=color, alpha=0.55, markersize=3.5)
+            lo, hi = t["ci"]
+            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (lo, hi, t["mean"])):
+                ax.errorbar(
+                    [i + 0.3],
+                    [t["mean"]],
+                    yerr=[[t["mean"] - lo], [hi - t["mean"]]],
+                    fmt="D",
+                    color=color,
+                    mfc=color if t.get("significant") else "white",
+                    capsize=3,
+                    markersize=5,
+                )
+        ax.set_xticks(range(len(tests)))
+        ax.set_xticklabels(
+            [("* " if t.get("primary") else "") + _short(t["name"]) for t in tests],
+            rotation=30,
+            ha="right",
+            fontsize=7,
+        )
+        ax.set_ylabel(record.get("y_label", "paired difference"))
+        ax.set_title("per-seed differences; ◆ mean ± 95% CI (filled: Holm p < 0.05)", fontsize=9)
+        levels, floors = details.get("levels", {}), details.get("floors", {})
+        width = 0.26
+        for j, mode in enumerate(("plain", "meta", "gessl")):
+            ys = [levels.get(mode, {}).get(key, float("nan")) for key, _, _ in LEVELS]
+            ax2.bar(
+                [k + (j - 1) * width for k in range(len(LEVELS))],
+                ys,
+                width,
+                color=MODE_COLORS[mode],
+                label={"gessl": "GeSSL", "meta": "meta (λ=γ=0)", "plain": "plain"}[mode],
+            )
+        for k, (_, _, fkey) in enumerate(LEVELS):
+            f = floors.get(fkey, {})
+            v = f.get("value") if isinstance(f, dict) else None
+            if isinstance(v, (int, float)):
+                ax2.plot([k - 1.6 * width, k + 1.6 * width], [v, v], color="black", linewidth=2)
+        ax2.plot([], [], color="black", linewidth=2, label="floor of the model family")
+        ax2.set_xticks(range(len(LEVELS)))
+        ax2.set_xticklabels([lab for _, lab, _ in LEVELS], fontsize=7)
+        ax2.set_ylabel("nats per query")
+        ax2.set_title("levels (mean over seeds) and floors", fontsize=9)
+        ax2.legend(loc="best", frameon=False, fontsize=6.5)
+        verdict = record.get("verdict", "?")
+        fig.suptitle(
+            f"{record.get('claim_id', '?')} (reproduction): {verdict}",
+            color=VERDICT_COLORS.get(verdict, "black"),
+            fontsize=10,
+        )
+        summary = "\n".join(textwrap.wrap(record.get("summary", ""), 150))
+        fig.text(0.01, 0.01, summary, fontsize=7, color="#343a40", va="bottom")
+        fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    return fig
+
+
+def _short(name: str) -> str:
+    """A test's label without its trailing ``: GeSSL − plain`` part, wrapped."""
+    return "\n".join(textwrap.wrap(name.replace("attribution, ", ""), 28))

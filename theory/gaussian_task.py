@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from gessl.data import TaskBatch
 
-__all__ = ["LatentViewSampler", "LatentViewTasks", "SphereTasks", "bayes_augmented_embeddings"]
+__all__ = [
+    "LatentViewSampler",
+    "LatentViewTasks",
+    "SphereTasks",
+    "bayes_augmented_embeddings",
+    "latent_view_pair",
+]
 
 f64 = torch.float64
 
@@ -57,6 +64,13 @@ class SphereTasks:
         return self.noise**2
 
 
+def latent_view_pair(c2: Any, s2: Any) -> tuple[Any, Any]:
+    """``ρ = c²/(c²+s²)`` and ``σ_c² = s²(2c²+s²)/(c²+s²)`` of two views ``x + sε`` of a
+    latent of variance ``c²`` (floats or tensors, elementwise): the regression coefficient of one
+    view on the other and the conditional variance (variant (b))."""
+    return c2 / (c2 + s2), s2 * (2 * c2 + s2) / (c2 + s2)
+
+
 @dataclass(frozen=True)
 class LatentViewTasks:
     """Variant (b): candidates and anchors are two noisy views of Gaussian latents."""
@@ -68,13 +82,11 @@ class LatentViewTasks:
 
     @property
     def rho(self) -> float:
-        c2, s2 = self.latent_scale**2, self.noise**2
-        return c2 / (c2 + s2)
+        return latent_view_pair(self.latent_scale**2, self.noise**2)[0]
 
     @property
     def cond_var(self) -> float:
-        c2, s2 = self.latent_scale**2, self.noise**2
-        return s2 * (2 * c2 + s2) / (c2 + s2)
+        return latent_view_pair(self.latent_scale**2, self.noise**2)[1]
 
     @property
     def mutual_information(self) -> float:
@@ -107,7 +119,7 @@ def bayes_augmented_embeddings(
     """Embeddings whose raw dot product is the Bayes logit of variant (b).
 
     ``u' = [ρu/σ_c², 1]``, ``v' = [v, −ρ²‖v‖²/(2σ_c²)]``, so ``u'ᵀv' = (ρuᵀv − ρ²‖v‖²/2)/σ_c²``:
-    InfoNCE with ``similarity="dot"``, ``temperature=1`` on them is the Bayes InfoNCE.
+    InfoNCE with ``critic="dot"``, ``temperature=1`` on them is the Bayes InfoNCE.
     """
     rho, var = model.rho, model.cond_var
     ones = torch.ones(*u.shape[:-1], 1, dtype=u.dtype)

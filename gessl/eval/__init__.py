@@ -9,7 +9,7 @@ from gessl.eval.probes import (
     knn_accuracy,
     linear_probe,
 )
-from gessl.eval.universality import PROVIDERS, adapt_per_task, task_log_probs, universality_report
+from gessl.eval.universality import PROVIDERS, adapt_per_task, model_log_probs, universality_report
 
 __all__ = [
     "PROVIDERS",
@@ -21,7 +21,7 @@ __all__ = [
     "few_shot",
     "knn_accuracy",
     "linear_probe",
-    "task_log_probs",
+    "model_log_probs",
     "uniformity",
     "universality_report",
 ]

@@ -11,8 +11,14 @@ on tasks of unseen classes); σ measures the gap to the optimal task-specific mo
 * ``lookahead`` — a fixed number of SGD steps, what GeSSL's future updates approximate.
   (``bayes``, the closed form, exists only in the theory settings, see ``theory/``.)
 
-The task classifier of a model is the N-way softmax of cosine similarities between the
-embeddings of the query views ``a`` and ``b`` at ``temperature`` (labels ``arange(N)``).
+The task classifier of a model is the N-way softmax of a critic (:mod:`gessl.tasks`; cosine at
+``temperature`` by default, or ``"method"``: the method's own) between the embeddings of the
+query views ``a`` and ``b`` (labels ``arange(N)``).
+
+The floor: σ against a ``trained`` provider compares the model with a member of its own family
+fine-tuned on each task, so the best task-specific member reaches σ = 0 by construction; what is
+left is how far one shared model is from the per-task optima. (In the theory settings the optimum
+is the Bayes posterior and floors are fitted, see :mod:`theory.floors`.)
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ from torch.func import grad, vmap
 
 from gessl.data.synthetic import TaskBatch
 from gessl.losses import no_value_checks
-from gessl.methods.base import Method, Params
+from gessl.methods.base import Method, Params, resolve_critic
 from gessl.sigma import sigma, sigma_excess
-from gessl.tasks import task_logits
+from gessl.tasks import Critic
 
-__all__ = ["PROVIDERS", "adapt_per_task", "task_log_probs", "universality_report"]
+__all__ = ["PROVIDERS", "adapt_per_task", "model_log_probs", "universality_report"]
 
 PROVIDERS = ("trained", "lookahead")
 
@@ -42,14 +48,18 @@ def adapt_per_task(
     patience: int | None = None,
     tol: float = 1e-4,
     check_every: int = 5,
+    start: Params | None = None,
 ) -> tuple[Params, int]:
-    """SGD on each task's support views from the current parameters, tasks batched with vmap.
+    """SGD on each task's support views from the current parameters (or ``start``), tasks
+    batched with vmap.
 
     With ``patience``, the mean support loss is checked every ``check_every`` steps and the loop
     stops once it has not improved by ``tol`` for ``patience`` checks (at most ``steps`` steps).
-    Returns per-task parameters (leading dim M) and the number of steps taken.
+    Returns per-task parameters (leading dim M) and the number of steps taken (0 steps: φ itself,
+    repeated per task).
     """
-    phi = {k: v.detach() for k, v in method.online_params().items()}
+    source = method.online_params() if start is None else start
+    phi = {k: v.detach() for k, v in source.items()}
     m = batch.n_tasks
     params = {k: v.expand(m, *v.shape).clone() for k, v in phi.items()}
     targets = method.targets(batch.support_a, batch.support_b, batched=True)
@@ -76,15 +86,15 @@ def adapt_per_task(
     return params, taken
 
 
-def task_log_probs(
-    method: Method, params: Params, a: Tensor, b: Tensor, temperature: float, batched_params: bool
+def model_log_probs(
+    method: Method, params: Params, a: Tensor, b: Tensor, critic: Critic, batched_params: bool
 ) -> Tensor:
-    """``[M, N, N]`` log-probabilities of the task classifier on query views ``a`` vs ``b``."""
+    """``[M, N, N]`` log-probabilities of the task classifier on query views ``a`` vs ``b``
+    (each task embedded on its own: batch statistics never mix tasks); ``params`` shared, or
+    per task (leading dim M) with ``batched_params``."""
 
     def one(p: Params, xa: Tensor, xb: Tensor) -> Tensor:
-        return torch.log_softmax(
-            task_logits(method.embed(p, xa), method.embed(p, xb), temperature), dim=-1
-        )
+        return critic.log_probs(method.embed(p, xa), method.embed(p, xb))
 
     with torch.no_grad(), no_value_checks():
         return vmap(one, in_dims=(0 if batched_params else None, 0, 0))(params, a, b)
@@ -95,6 +105,7 @@ def universality_report(
     task_sets: dict[str, TaskBatch],
     provider: str = "trained",
     temperature: float = 0.1,
+    critic: str | Critic = "cosine",
     provider_steps: int = 100,
     provider_lr: float = 0.05,
     patience: int = 10,
@@ -103,18 +114,21 @@ def universality_report(
     model and of the optimal task models, for each named set of tasks.
 
     ``task_sets`` maps a name (e.g. ``"train"``, ``"fresh"``, ``"held_out"``) to a
-    :class:`TaskBatch`; support views train the provider, query views are evaluated.
+    :class:`TaskBatch`; support views train the provider, query views are evaluated. ``critic``
+    (a name of :data:`gessl.tasks.CRITICS` at ``temperature``, or ``"method"``) defines π.
+    Each entry records ``floor_per_task`` = 0: the provider is a member of the model's family.
     """
     if provider not in PROVIDERS:
         raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+    crit = resolve_critic(method, critic, temperature)
     phi = {k: v.detach() for k, v in method.online_params().items()}
     report: dict[str, dict[str, Any]] = {}
     for name, batch in task_sets.items():
         opt, taken = adapt_per_task(
             method, batch, provider_steps, provider_lr, patience if provider == "trained" else None
         )
-        lp_model = task_log_probs(method, phi, batch.query_a, batch.query_b, temperature, False)
-        lp_opt = task_log_probs(method, opt, batch.query_a, batch.query_b, temperature, True)
+        lp_model = model_log_probs(method, phi, batch.query_a, batch.query_b, crit, False)
+        lp_opt = model_log_probs(method, opt, batch.query_a, batch.query_b, crit, True)
         # renormalise in float64 (the float32 rows sum to 1 only to ~1e-7)
         lp_model, lp_opt = lp_model.double().log_softmax(-1), lp_opt.double().log_softmax(-1)
         n = batch.n_samples
@@ -128,6 +142,8 @@ def universality_report(
             "n": n,
             "provider": provider,
             "provider_steps": taken,
-            "temperature": temperature,
+            "critic": str(crit),
+            "floor_per_task": 0.0,  # the provider is a member of the family
+            "kl_direction": "sigma = KL(π_model ‖ π_opt); sigma_excess = KL(π_opt ‖ π_model)",
         }
     return report

@@ -18,7 +18,7 @@ from gessl.losses._base import (
     check_positive,
     register_loss,
 )
-from gessl.tasks import SIMILARITIES, task_labels, task_logits
+from gessl.tasks import CRITICS, task_labels, task_logits
 
 __all__ = ["infonce", "moco", "nt_xent"]
 
@@ -28,12 +28,12 @@ def infonce(
     z1: Tensor,
     z2: Tensor,
     temperature: float = 0.07,
-    similarity: str = "cosine",
+    critic: str = "cosine",
     symmetric: bool = False,
 ) -> LossOutput:
     """One-directional InfoNCE over N cross-view candidates: the N-way task loss.
 
-    ``ℓ_i = logsumexp_j(s_ij/τ) − s_ii/τ`` with ``s_ij = sim(z1_i, z2_j)``; the loss is the mean
+    ``ℓ_i = logsumexp_j(s_ij) − s_ii`` with ``s_ij = critic(z1_i, z2_j)`` (divided by τ); the mean
     over the N anchors (van den Oord et al. 2018, arXiv 1807.03748, eq. 4, with candidates taken
     from the other view of the batch). This is exactly the N-way classification task of
     :mod:`gessl.tasks` with labels ``arange(N)``.
@@ -43,8 +43,11 @@ def infonce(
             ``[T, N, D]`` evaluates T tasks at once and returns the mean over tasks.
         temperature: τ > 0. Default 0.07 (Wu et al. 2018 / MoCo; the same group's PID-SSL code,
             paper.md §1.1). CPC itself has no temperature.
-        similarity: ``"cosine"`` (default) or ``"dot"``, the raw inner-product critic under which
-            InfoNCE with τ = s² is Bayes-optimal for prototypes on a sphere (theory.md §A3(a′)).
+        critic: a named critic of :mod:`gessl.tasks` — ``"cosine"`` (default), ``"dot"`` (the
+            raw inner product, under which InfoNCE with τ = s² is Bayes-optimal for prototypes on
+            a sphere, ``docs/settings.md``), ``"neg_sq_distance"`` or ``"two_headed"`` (the
+            asymmetric distance critic that represents the Gaussian task families' Bayes critics
+            with a linear encoder; even D).
         symmetric: average with the other direction ``(L(z1, z2) + L(z2, z1)) / 2``.
 
     Terms: ``z1_to_z2`` (and ``z2_to_z1`` if symmetric).
@@ -52,12 +55,12 @@ def infonce(
     """
     check_embeddings(z1, z2, allow_tasks=True)
     check_positive("temperature", temperature)
-    check_choice("similarity", similarity, SIMILARITIES)
+    check_choice("critic", critic, CRITICS)
     n = z1.shape[-2]
     labels = task_labels(n, device=z1.device).expand(z1.shape[:-1]).reshape(-1)
 
     def ce(a: Tensor, b: Tensor) -> Tensor:
-        return F.cross_entropy(task_logits(a, b, temperature, similarity).reshape(-1, n), labels)
+        return F.cross_entropy(task_logits(a, b, temperature, critic).reshape(-1, n), labels)
 
     l12 = ce(z1, z2)
     if not symmetric:

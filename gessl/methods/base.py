@@ -12,6 +12,9 @@ without touching the module: every computation takes a ``params`` dict (names as
   outputs), computed once per outer step under ``no_grad``;
 * ``embed(params, x)`` — the embedding whose N-way softmax defines the task classifier π (for
   the σ-term and the σ-measurement);
+* ``task_critic()`` — the critic of π the method itself trains with (:mod:`gessl.tasks`), or
+  ``None``; :func:`resolve_critic` turns a critic name, or ``"method"``, into a critic this
+  method's embeddings can use;
 * ``update_state(a, b, targets)`` — momentum, queue and center updates, once per outer step and
   never inside the inner loop (SPEC §2.5).
 """
@@ -26,6 +29,7 @@ from torch.func import functional_call
 
 from gessl.losses import LossOutput
 from gessl.models import mlp_head
+from gessl.tasks import CRITICS, Critic, make_critic
 
 __all__ = [
     "METHODS",
@@ -34,6 +38,7 @@ __all__ = [
     "build_method",
     "pair_mean",
     "register_method",
+    "resolve_critic",
 ]
 
 Params = dict[str, Tensor]
@@ -140,6 +145,45 @@ class Method(nn.Module):
     def state_summary(self) -> dict[str, float]:
         """Scalars describing the non-gradient state, for logging (e.g. the momentum)."""
         return {}
+
+    def task_critic(self) -> Critic | None:
+        """The critic of the task classifier π that the method's own loss uses, if it has one
+        (SimCLR and MoCo: cosine at their temperature; InfoNCE: its configured critic)."""
+        return None
+
+
+#: the critic choices of every option that takes one: a named critic, or the method's own
+CRITIC_CHOICES = (*CRITICS, "method")
+
+
+def resolve_critic(
+    method: Method, critic: str | Critic, temperature: float = 1.0, argument: str = "critic"
+) -> Critic:
+    """The critic ``critic`` names for ``method``'s embeddings.
+
+    ``critic`` is a name in :data:`gessl.tasks.CRITICS` (with ``temperature``), a
+    :class:`~gessl.tasks.Critic`, or ``"method"``: the method's own :meth:`Method.task_critic`.
+    Raises ``ValueError`` naming ``argument`` and the allowed values when the name is unknown,
+    when the method declares no critic of its own, or when the method's embeddings cannot be used
+    with the critic (the two-headed critic needs an even embedding dimension).
+    """
+    if isinstance(critic, str) and critic not in CRITIC_CHOICES:
+        raise ValueError(f"{argument} must be one of {CRITIC_CHOICES}, got {critic!r}")
+    if critic == "method":
+        own = method.task_critic()
+        if own is None:
+            raise ValueError(
+                f"{argument}='method': method {method.name!r} declares no critic of its own; "
+                f"choose one of {CRITICS}"
+            )
+        resolved = own
+    else:
+        resolved = make_critic(critic, temperature)
+    try:
+        resolved.check_dim(method.embed_dim)
+    except ValueError as err:
+        raise ValueError(f"{argument}: method {method.name!r} cannot use it: {err}") from None
+    return resolved
 
 
 METHODS: dict[str, type[Method]] = {}

@@ -20,6 +20,7 @@ from gessl.losses import (
     byol,
     dino,
     dino_center_update,
+    infonce,
     moco,
     nt_xent,
     simsiam,
@@ -29,8 +30,20 @@ from gessl.losses import (
 )
 from gessl.methods.base import Method, Params, Targets, _sub, pair_mean, register_method
 from gessl.models import ema_update, mlp_head
+from gessl.tasks import Critic
 
-__all__ = ["BYOL", "DINO", "BarlowTwins", "MoCo", "SimCLR", "SimSiam", "Spectral", "SwAV", "VICReg"]
+__all__ = [
+    "BYOL",
+    "DINO",
+    "BarlowTwins",
+    "InfoNCE",
+    "MoCo",
+    "SimCLR",
+    "SimSiam",
+    "Spectral",
+    "SwAV",
+    "VICReg",
+]
 
 
 @register_method
@@ -42,6 +55,41 @@ class SimCLR(Method):
 
     def loss_from_projections(self, params, za, zb, targets):
         return nt_xent(za, zb, temperature=self.options["temperature"])
+
+    def task_critic(self) -> Critic:
+        return Critic("cosine", self.options["temperature"])
+
+
+@register_method
+class InfoNCE(Method):
+    """InfoNCE over the N-way task (van den Oord et al. 2018, arXiv 1807.03748): the
+    cross-entropy of the task classifier π of :mod:`gessl.tasks` under a named ``critic``, so the
+    method trains exactly the classifier that σ measures. ``symmetric`` averages both directions.
+
+    With an identity backbone, a one-layer projector to an even dimension and
+    ``critic="two_headed"`` the model family contains the Bayes critic of every task of the
+    Gaussian task families (:mod:`theory.task_families`).
+    """
+
+    name = "infonce"
+    defaults: ClassVar[dict[str, Any]] = {
+        "critic": "cosine",
+        "temperature": 0.1,
+        "symmetric": True,
+    }
+
+    def __init__(self, backbone: nn.Module, proj_dims=(64, 32), **options) -> None:
+        super().__init__(backbone, proj_dims, **options)
+        self.task_critic().check_dim(self.embed_dim)
+
+    def task_critic(self) -> Critic:
+        return Critic(self.options["critic"], self.options["temperature"])
+
+    def loss_from_projections(self, params, za, zb, targets):
+        o = self.options
+        return infonce(
+            za, zb, temperature=o["temperature"], critic=o["critic"], symmetric=o["symmetric"]
+        )
 
 
 @register_method
@@ -181,6 +229,9 @@ class MoCo(_Momentum):
         )
         self.register_buffer("queue", q)
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def task_critic(self) -> Critic:
+        return Critic("cosine", self.options["temperature"])
 
     def loss_from_projections(self, params, qa, qb, targets):
         tau, queue = self.options["temperature"], self.queue.to(qa.dtype)

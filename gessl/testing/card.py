@@ -15,7 +15,7 @@ the functions/constants ``log exp sqrt log1p expm1 abs min max pi e inf``. Examp
     reference = "gessl.testing.references:infonce"
 
     [options]
-    similarity = "cosine"
+    critic = "cosine"
 
     [sweep]                # drawn per example; float bounds -> floats, int bounds -> integers
     temperature = [0.05, 2.0]

@@ -34,16 +34,27 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def infonce(z1, z2, temperature=0.07, similarity="cosine", symmetric=False) -> float:
-    """Mean over anchors i of ``−log( e^{s_ii/τ} / Σ_j e^{s_ij/τ} )``."""
+def infonce(z1, z2, temperature=0.07, critic="cosine", symmetric=False) -> float:
+    """Mean over anchors i of ``−log( e^{s_ii/τ} / Σ_j e^{s_ij/τ} )``, ``s`` the named critic:
+    cosine, dot, ``−‖a − b‖²`` (``neg_sq_distance``) or ``−‖a[:h] − b[h:]‖²`` (``two_headed``)."""
     z1, z2 = _a(z1), _a(z2)
 
+    def sim(a, b):
+        if critic == "cosine":
+            return a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+        if critic == "dot":
+            return a @ b
+        if critic == "neg_sq_distance":
+            return -np.sum((a - b) ** 2)
+        if critic == "two_headed":
+            h = a.shape[0] // 2
+            return -np.sum((a[:h] - b[h:]) ** 2)
+        raise ValueError(f"unknown critic {critic!r}")
+
     def one(a, b):
-        if similarity == "cosine":
-            a, b = _unit(a), _unit(b)
         total = 0.0
         for i in range(a.shape[0]):
-            s = np.array([a[i] @ b[j] for j in range(b.shape[0])]) / temperature
+            s = np.array([sim(a[i], b[j]) for j in range(b.shape[0])]) / temperature
             total += logsumexp(s) - s[i]
         return total / a.shape[0]
 

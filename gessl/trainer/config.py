@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gessl.methods.base import CRITIC_CHOICES
+
 __all__ = ["GeSSLConfig"]
 
 _CHOICES = {
+    "sigma_critic": CRITIC_CHOICES,
     "order": ("first", "second"),
     "adapt": ("all", "projector"),
     "kl_direction": ("model_target", "target_model"),
@@ -34,8 +37,12 @@ class GeSSLConfig:
         lookahead_steps: λ, the "future updates": extra steps from the adapted model, taken
             without a graph, giving the target θ̃ (BMG-style bootstrap; paper.md §1.4).
         sigma_weight: γ, weight of the σ-term ``KL(π_θ ‖ π_θ̃)`` on the query views.
-        sigma_temperature: temperature of the N-way task classifier π in the σ-term (cosine
-            similarity of query-view embeddings to the other query view's embeddings).
+        sigma_critic: the critic of the N-way task classifier π in the σ-term (query-view
+            embeddings against the other query view's): a name of :data:`gessl.tasks.CRITICS`,
+            or ``"method"`` — the method's own critic (``Method.task_critic``). Default
+            ``"cosine"``.
+        sigma_temperature: temperature of that critic (unused with ``"method"``, whose critic
+            carries its own).
         kl_direction: ``"model_target"`` = KL(π_θ ‖ π_θ̃), the direction of ``gessl.sigma.sigma``
             (default); ``"target_model"`` the reverse.
         order: ``"first"`` (FOMAML-style: the outer gradient at the adapted parameters is used
@@ -62,6 +69,7 @@ class GeSSLConfig:
     inner_lr: float = 0.05
     lookahead_steps: int = 1
     sigma_weight: float = 1.0
+    sigma_critic: str = "cosine"
     sigma_temperature: float = 0.1
     kl_direction: str = "model_target"
     order: str = "first"

@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
-from gessl.methods.base import Method, Params
+from gessl.methods.base import Method, Params, resolve_critic
 from gessl.sigma import kl_rows
-from gessl.tasks import task_logits
 from gessl.trainer.config import GeSSLConfig
 
 __all__ = ["ThresholdNet", "build_first_order_split", "build_objective"]
@@ -61,6 +60,9 @@ class _Pieces:
     def __init__(self, method: Method, cfg: GeSSLConfig) -> None:
         self.method, self.cfg = method, cfg
         self.head_only = cfg.adapt == "projector"
+        self.critic = resolve_critic(
+            method, cfg.sigma_critic, cfg.sigma_temperature, argument="sigma_critic"
+        )
 
     @staticmethod
     def targets_of(t: dict[str, Tensor], which: str) -> dict[str, Tensor] | None:
@@ -87,8 +89,8 @@ class _Pieces:
         return self.log_pi_of(self.method.embed(params, a, fa), self.method.embed(params, b, fb))
 
     def log_pi_of(self, za: Tensor, zb: Tensor) -> Tensor:
-        """log π of the N-way task from the two views' embeddings (cosine critic)."""
-        return torch.log_softmax(task_logits(za, zb, self.cfg.sigma_temperature, "cosine"), -1)
+        """log π of the N-way task from the two views' embeddings (the σ-term's critic)."""
+        return self.critic.log_probs(za, zb)
 
     def kl(self, lp_model: Tensor, lp_target: Tensor) -> Tensor:
         if self.cfg.kl_direction == "model_target":

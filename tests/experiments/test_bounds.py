@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +104,11 @@ def test_an_interrupted_run_keeps_the_verdicts_it_reached(tmp_path, monkeypatch)
         with pytest.raises(KeyboardInterrupt):
             run_experiment(
                 ex,
-                {"profile": "tiny", "claims": ["collapse_values", "ctrl_c", "spectral_identity"]},
+                {
+                    "profile": "tiny",
+                    "claims": ["collapse_values", "ctrl_c", "spectral_identity"],
+                    "jobs": 1,  # in order: the first claim is reached, the third is not
+                },
                 runs_dir=str(tmp_path),
             )
     finally:
@@ -113,6 +119,67 @@ def test_an_interrupted_run_keeps_the_verdicts_it_reached(tmp_path, monkeypatch)
     assert record["complete"] is False
     assert [r["claim_id"] for r in record["claims"]] == ["collapse_values"]
     assert record["claims"][0]["verdict"] == "holds" and (d / "collapse_values.png").is_file()
+
+
+def test_any_number_of_workers_gives_the_same_records(tmp_path, monkeypatch):
+    """Claims run with one torch thread and reseeded generators, in the parent or in a worker:
+    the numbers do not depend on ``jobs`` (random, torch- and numpy-based claims included)."""
+    monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
+    ids = ["wang_isola_limit", "sigma_excess_identity", "arora_class_collision", "collapse_values"]
+    records = {}
+    for jobs in (1, 2, 3):
+        run = run_experiment(
+            ex,
+            {"profile": "tiny", "claims": ids, "jobs": jobs, "figures": False},
+            runs_dir=str(tmp_path / str(jobs)),
+        )
+        assert run.result["jobs"] == jobs
+        saved = json.loads((tmp_path / str(jobs) / str(run._id) / "claims.json").read_text())
+        records[jobs] = [
+            {k: r[k] for k in ("claim_id", "verdict", "measured", "bounds", "summary")}
+            for r in saved["claims"]
+        ]
+    assert [r["claim_id"] for r in records[1]] == ids  # registry order, whatever finished first
+    assert records[1] == records[2] == records[3]
+
+
+def test_reproduction_claims_have_their_own_section_and_count_only_when_strict(
+    tmp_path, monkeypatch, capsys
+):
+    from tests.theory.false_claims import contradicted_reproduction
+    from theory.claims import Claim, register, unregister
+
+    register(
+        Claim(
+            "contradicted_repro",
+            "GeSSL lowers σ",
+            "test",
+            "RECON",
+            "reproduction",
+            contradicted_reproduction,
+        )
+    )
+    try:
+        monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
+        config = {"profile": "tiny", "claims": ["collapse_values", "contradicted_repro"]}
+        run = run_experiment(ex, config, runs_dir=str(tmp_path))
+        strict = run_experiment(ex, {**config, "strict": True}, runs_dir=str(tmp_path))
+    finally:
+        unregister("contradicted_repro")
+    assert run.result["reproduction"] == {"contradicted_repro": "not reproduced"}
+    assert exit_code(run) == 0  # the theorem holds; a reproduction verdict is a finding
+    assert exit_code(strict) == 1 and strict.result["not_reproduced"] == ["contradicted_repro"]
+    out = capsys.readouterr().out
+    assert "1 claims: 1 hold, 0 violated, 0 inconclusive" in out
+    assert "Reproduction claims (paired seeds; 95% t-intervals; Holm-corrected across the 1" in out
+    assert "NOT REPRODUCED" in out and "* σ: GeSSL − plain: +0.4763, 95% CI" in out
+    assert "1 reproduction claims: 0 reproduced, 1 not reproduced, 0 inconclusive" in out
+    d = tmp_path / str(run._id)
+    rec = json.loads((d / "claims.json").read_text())["claims"][1]
+    assert (
+        rec["details"]["tests"][0]["direction"] == "higher"
+        and (d / "contradicted_repro.png").is_file()
+    )
 
 
 def test_unknown_claim_fails_the_run(tmp_path, monkeypatch):
@@ -198,3 +265,80 @@ def test_module_cli_print_config_and_offline_run_without_network(tmp_path):
     if strace:
         calls = trace.read_text()
         assert "AF_INET" not in calls, calls  # only local unix sockets, no network at all
+
+
+def test_command_line_strict_makes_a_failed_reproduction_exit_1(tmp_path):
+    body = (
+        "import sys\n"
+        "from tests.theory.false_claims import contradicted_reproduction\n"
+        "from theory.claims import Claim, register\n"
+        "register(Claim('contradicted_repro', 'x', 'test', 'RECON', 'reproduction',\n"
+        "               contradicted_reproduction))\n"
+        "from experiments.bounds import ex, exit_code\n"
+        "from experiments.tracking import main_entry\n"
+        "sys.argv = ['bounds', 'with', 'profile=tiny', 'figures=False',\n"
+        "            \"claims=['collapse_values', 'contradicted_repro']\", *sys.argv[1:]]\n"
+        "main_entry(ex, exit_code)\n"
+    )
+    env = {**os.environ, "GESSL_RUNS_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    for extra, code in (([], 0), (["strict=True"], 1)):
+        proc = subprocess.run(
+            [*_script(body), *extra], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+        )
+        assert proc.returncode == code, proc.stderr[-2000:]
+        assert "NOT REPRODUCED" in proc.stdout and "1 claims: 1 hold" in proc.stdout
+
+
+def _processes_with(marker: str) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "cmdline").read_bytes().decode(errors="ignore"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find worker processes")
+def test_ctrl_c_during_a_parallel_run_keeps_finished_verdicts_and_stops_the_workers(tmp_path):
+    marker = f"gessl-ctrl-c-{os.getpid()}"
+    body = (
+        f"# {marker}\n"
+        "import sys, time\n"
+        "from theory.claims import Claim, register\n"
+        "def slow(budget, seed):\n"
+        "    time.sleep(120)\n"
+        "register(Claim('slow_claim', 'sleeps', 'test', '[R]', 'rate', slow, cost=100.0))\n"
+        "from experiments.bounds import ex, exit_code\n"
+        "from experiments.tracking import main_entry\n"
+        "sys.argv = ['bounds', 'with', 'profile=tiny', 'jobs=2', 'figures=False',\n"
+        "            \"claims=['slow_claim', 'collapse_values', 'spectral_identity']\"]\n"
+        "main_entry(ex, exit_code)\n"
+    )
+    env = {**os.environ, "GESSL_RUNS_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        _script(body), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # both fast claims are in when the parent reports them
+        info = tmp_path / "1" / "metrics.json"
+        if (
+            info.is_file()
+            and "spectral_identity" in info.read_text()
+            and "collapse" in info.read_text()
+        ):
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    d = tmp_path / "1"
+    assert json.loads((d / "run.json").read_text())["status"] == "INTERRUPTED"
+    saved = json.loads((d / "claims.json").read_text())
+    assert saved["complete"] is False
+    assert [r["claim_id"] for r in saved["claims"]] == ["collapse_values", "spectral_identity"]
+    time.sleep(1.0)
+    assert _processes_with(marker) == []  # no worker left sleeping

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gessl.losses import infonce
-from gessl.tasks import Task, task_labels, task_log_probs, task_logits
+from gessl.tasks import CRITICS, Critic, Task, make_critic, task_labels, task_log_probs, task_logits
 
 f64 = torch.float64
 
@@ -15,7 +15,7 @@ f64 = torch.float64
 def test_task_logits_values_and_batching():
     g = torch.Generator().manual_seed(0)
     q, c = torch.randn(5, 3, generator=g, dtype=f64), torch.randn(4, 3, generator=g, dtype=f64)
-    lg = task_logits(q, c, temperature=0.5, similarity="dot")
+    lg = task_logits(q, c, temperature=0.5, critic="dot")
     assert lg.shape == (5, 4)
     assert float(lg[2, 1]) == pytest.approx(float(q[2] @ c[1]) / 0.5, rel=1e-14)
     cos = task_logits(q, c, temperature=0.5)
@@ -24,7 +24,43 @@ def test_task_logits_values_and_batching():
     qb, cb = torch.stack([q, 2 * q]), torch.stack([c, c])
     out = task_logits(qb, cb, 0.5, "dot")
     assert out.shape == (2, 5, 4) and torch.allclose(out[1], 2 * lg)
-    assert torch.allclose(task_log_probs(lg).exp().sum(-1), torch.ones(5, dtype=f64))
+    lp = task_log_probs(q, c, 0.5, "dot")
+    assert torch.allclose(lp, torch.log_softmax(lg, -1), atol=1e-14)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(5, dtype=f64))
+
+
+def test_every_critic_against_a_direct_formula():
+    g = torch.Generator().manual_seed(1)
+    q, c = torch.randn(5, 6, generator=g, dtype=f64), torch.randn(4, 6, generator=g, dtype=f64)
+    want = {
+        "cosine": lambda a, b: float(a @ b / (a.norm() * b.norm())),
+        "dot": lambda a, b: float(a @ b),
+        "neg_sq_distance": lambda a, b: -float((a - b).pow(2).sum()),
+        "two_headed": lambda a, b: -float((a[:3] - b[3:]).pow(2).sum()),
+    }
+    assert set(want) == set(CRITICS)
+    for name, fn in want.items():
+        lg = Critic(name, 0.7).logits(q, c)
+        direct = torch.tensor(
+            [[fn(q[i], c[j]) / 0.7 for j in range(4)] for i in range(5)], dtype=f64
+        )
+        assert torch.allclose(lg, direct, rtol=1e-12, atol=1e-12), name
+    # the two-headed critic is asymmetric; the symmetric distance critic is not
+    th = Critic("two_headed").logits(q[:4], c)
+    assert not torch.allclose(th, Critic("two_headed").logits(c, q[:4]).transpose(0, 1))
+    sq = Critic("neg_sq_distance").logits(q[:4], c)
+    assert torch.allclose(sq, Critic("neg_sq_distance").logits(c, q[:4]).transpose(0, 1))
+
+
+def test_two_headed_critic_represents_a_gaussian_bayes_critic():
+    """−‖Au − Bv‖² with a linear encoder z = [Ax; Bx]: the form of the families' Bayes logits."""
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(3, 3, generator=g, dtype=f64), torch.randn(3, 3, generator=g, dtype=f64)
+    u, v = torch.randn(7, 3, generator=g, dtype=f64), torch.randn(7, 3, generator=g, dtype=f64)
+    enc = torch.cat([a, b])  # [6, 3]
+    lg = Critic("two_headed").logits(u @ enc.T, v @ enc.T)
+    want = -torch.cdist(u @ a.T, v @ b.T).pow(2)
+    assert torch.allclose(lg, want, atol=1e-12)
 
 
 def test_infonce_is_the_task_cross_entropy():
@@ -37,8 +73,16 @@ def test_task_logits_errors():
     q = torch.randn(3, 2)
     with pytest.raises(ValueError, match="temperature"):
         task_logits(q, q, temperature=0)
-    with pytest.raises(ValueError, match="similarity"):
-        task_logits(q, q, similarity="l2")
+    with pytest.raises(ValueError, match=r"critic must be one of \('cosine', 'dot'"):
+        task_logits(q, q, critic="l2")
+    with pytest.raises(ValueError, match="temperature must be a number > 0"):
+        Critic("dot", -1.0)
+    with pytest.raises(ValueError, match="even embedding dimension"):
+        Critic("two_headed").logits(torch.randn(3, 5), torch.randn(3, 5))
+    with pytest.raises(ValueError, match="critic must be one of"):
+        make_critic(3)
+    assert make_critic(Critic("dot", 2.0)) == Critic("dot", 2.0)
+    assert str(make_critic("cosine", 0.5)) == "cosine(τ=0.5)"
     with pytest.raises(ValueError, match="feature dimension"):
         task_logits(q, torch.randn(3, 4))
 

@@ -24,7 +24,7 @@ def false_mi_claim(budget: str, seed: int) -> ClaimResult:
         ua, va = bayes_augmented_embeddings(model, u, v)
         vals = torch.stack(
             [
-                infonce(a, b, temperature=1.0, similarity="dot").loss
+                infonce(a, b, temperature=1.0, critic="dot").loss
                 for a, b in zip(ua.chunk(10), va.chunk(10))
             ]
         )
@@ -39,4 +39,26 @@ def false_mi_claim(budget: str, seed: int) -> ClaimResult:
         "bound divided by 10",
         [Series("log N − E L*", ns, est, ses)],
         [Series("I/10", ns, [info / 10] * 2)],
+    )
+
+
+def contradicted_reproduction(budget: str, seed: int) -> ClaimResult:
+    """A reproduction claim whose primary test goes the other way (GeSSL − plain > 0 on every
+    seed): *not reproduced*, from real paired statistics."""
+    from theory.claims.reproduction import judge
+    from theory.paired import correct, paired_test
+
+    g = torch.Generator().manual_seed(seed)
+    diffs = (0.5 + 0.05 * torch.randn(6, generator=g, dtype=torch.float64)).tolist()
+    tests = [paired_test("σ: GeSSL − plain", diffs)]
+    correct(tests)
+    c = judge(tests, [True])
+    return ClaimResult(
+        "contradicted_repro",
+        "reproduction",
+        c.verdict,
+        c.reason,
+        f"Δ {tests[0].mean:+.3f}",
+        [Series("σ: GeSSL − plain", list(range(6)), diffs)],
+        details={"tests": [tests[0].to_dict() | {"primary": True, "key": "sigma"}]},
     )

@@ -9,14 +9,18 @@
 from theory.claims import (  # noqa: F401  (importing registers the claims)
     contrastive,
     dynamics,
+    families,
     generalization,
     gessl_claims,
+    gessl_generalization,
     spectral,
 )
 from theory.claims.base import (
     BUDGETS,
     KINDS,
     N_SE,
+    REPRODUCTION_VERDICTS,
+    THEOREM_KINDS,
     VERDICTS,
     Claim,
     ClaimResult,
@@ -28,6 +32,8 @@ __all__ = [
     "BUDGETS",
     "KINDS",
     "N_SE",
+    "REPRODUCTION_VERDICTS",
+    "THEOREM_KINDS",
     "VERDICTS",
     "Claim",
     "ClaimResult",

@@ -1,12 +1,18 @@
 """Claims as objects: what is asserted, where it comes from, and how its check is judged.
 
-Two kinds (SPEC §3, STYLE "Theory as code"):
+Three kinds:
 
 * ``exact`` — an identity or an inequality with explicit constants. Asserted within a float
   tolerance, or for Monte-Carlo values within ``N_SE`` standard errors (reported).
 * ``rate`` — a bound with hidden constants. Only log-log slopes and orderings are judged: a
   fitted slope *holds* when its ±2 SE interval lies inside ``expected ± tolerance``, is
   *violated* when that interval lies wholly outside, and is *inconclusive* otherwise.
+* ``reproduction`` — an empirical claim of a paper, judged on paired seeds with 95% intervals
+  and Holm-corrected p-values (:mod:`theory.paired`): *reproduced*, *not reproduced* or
+  *inconclusive* (:mod:`theory.claims.reproduction`).
+
+``exact`` and ``rate`` claims are the *theorem* claims: they decide the exit status of
+``python -m experiments.bounds``; reproduction claims do so only when asked (``strict``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ __all__ = [
     "BUDGETS",
     "KINDS",
     "N_SE",
+    "REPRODUCTION_VERDICTS",
+    "THEOREM_KINDS",
+    "THEOREM_VERDICTS",
     "VERDICTS",
     "Check",
     "Claim",
@@ -33,10 +42,14 @@ __all__ = [
     "judge_close",
     "judge_le",
     "judge_slope",
+    "judge_slope_at_most",
 ]
 
-KINDS = ("exact", "rate")
-VERDICTS = ("holds", "violated", "inconclusive")
+THEOREM_KINDS = ("exact", "rate")
+KINDS = (*THEOREM_KINDS, "reproduction")
+THEOREM_VERDICTS = ("holds", "violated", "inconclusive")
+REPRODUCTION_VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+VERDICTS = ("holds", "violated", "reproduced", "not reproduced", "inconclusive")
 BUDGETS = ("tiny", "quick", "full")
 #: Monte-Carlo tolerance of every ``exact`` comparison, in standard errors
 N_SE = 4.0
@@ -126,6 +139,20 @@ def fit_slope(x: Sequence[float], replicates: np.ndarray) -> tuple[float, float]
     return s, se
 
 
+def judge_slope_at_most(name: str, slope: float, se: float, bound: float) -> Check:
+    """A decay at least as fast as ``x^bound``: *holds* when the ±2 SE interval of the fitted
+    slope lies at or below ``bound``, *violated* when it lies wholly above, else inconclusive."""
+    lo, hi = slope - 2 * se, slope + 2 * se
+    txt = f"{name}: slope {slope:.3f}, ±2 SE interval [{lo:.3f}, {hi:.3f}] vs ≤ {bound:g}"
+    if not (math.isfinite(slope) and math.isfinite(se)):
+        return Check("inconclusive", f"{name}: slope not estimable")
+    if hi <= bound:
+        return Check("holds", txt)
+    if lo > bound:
+        return Check("violated", txt)
+    return Check("inconclusive", txt + " (interval straddles the bound)")
+
+
 def judge_slope(name: str, slope: float, se: float, expected: float, tolerance: float) -> Check:
     """Rate verdict from the ±2 SE interval of a fitted slope against ``expected ± tolerance``."""
     lo, hi = slope - 2 * se, slope + 2 * se
@@ -166,10 +193,13 @@ class ClaimResult:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        allowed = REPRODUCTION_VERDICTS if self.kind == "reproduction" else THEOREM_VERDICTS
+        if self.verdict not in allowed:
+            raise ValueError(
+                f"verdict of a {self.kind} claim must be one of {allowed}, got {self.verdict!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable record (the form saved in run records)."""
@@ -205,8 +235,12 @@ class Claim:
         provenance: tag from theory.md — ``[S]`` primary source read, ``[S2]`` secondary
             restatement, ``[M]`` from memory of the primary, ``[R]`` derived here and checked
             numerically, ``RECON`` our reconstruction of the GeSSL paper.
-        kind: ``"exact"`` or ``"rate"``.
+        kind: ``"exact"``, ``"rate"`` or ``"reproduction"``.
         run: ``run(budget, seed) -> ClaimResult``.
+        group: claims of one group run in the same worker process, one after the other (they
+            share cached computations); default: the claim alone.
+        cost: rough seconds of the ``quick`` check on one core; the runner starts costly
+            groups first so the workers finish together.
     """
 
     id: str
@@ -215,6 +249,8 @@ class Claim:
     provenance: str
     kind: str
     run: CheckFn
+    group: str | None = None
+    cost: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

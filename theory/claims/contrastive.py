@@ -199,7 +199,7 @@ def infonce_mi_bound(budget: str, seed: int) -> ClaimResult:
         ua, va = bayes_augmented_embeddings(model, u, v)
         per_group = torch.stack(
             [
-                infonce(a, b, temperature=1.0, similarity="dot").loss
+                infonce(a, b, temperature=1.0, critic="dot").loss
                 for a, b in zip(ua.chunk(20), va.chunk(20))
             ]
         )

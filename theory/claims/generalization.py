@@ -32,7 +32,7 @@ NORM_BOUND = 2 * math.sqrt(TASKS.dim) / TASKS.noise**2
 
 def _task_loss(m: torch.Tensor, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Mean InfoNCE over tasks of the bilinear critic ``logit_ij = q_iᵀ M p_j`` (library loss)."""
-    return infonce(q @ m, p, temperature=1.0, similarity="dot").loss
+    return infonce(q @ m, p, temperature=1.0, critic="dot").loss
 
 
 def _fit(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -94,6 +94,8 @@ def _sweep(budget: str, seed: int) -> dict[str, np.ndarray]:
     "theory.md §A3 (verified); classical MLE asymptotics (Akaike; White 1982)",
     "[R]",
     "rate",
+    group="task_sweep",
+    cost=3.5,
 )
 def task_generalization_rate(budget: str, seed: int) -> ClaimResult:
     s = _sweep(budget, seed)
@@ -130,6 +132,8 @@ def task_generalization_rate(budget: str, seed: int) -> ClaimResult:
     "derived here: symmetrisation + Maurer 2016 vector contraction (arXiv 1605.00251) + Jensen",
     "[R]",
     "exact",
+    group="task_sweep",
+    cost=0.1,
 )
 def task_rademacher_bound(budget: str, seed: int) -> ClaimResult:
     """Derivation. Let ``ℓ(M; task) = (1/N) Σ_j CE(z_j, j)`` with logits ``z_jk = q_jᵀ M p_k``.

@@ -22,11 +22,19 @@ def unregister(claim_id: str) -> None:
     _CLAIMS.pop(claim_id, None)
 
 
-def claim(id: str, statement: str, source: str, provenance: str, kind: str):
+def claim(
+    id: str,
+    statement: str,
+    source: str,
+    provenance: str,
+    kind: str,
+    group: str | None = None,
+    cost: float = 1.0,
+):
     """Decorator form: ``@claim(...)`` on a ``run(budget, seed) -> ClaimResult`` function."""
 
     def decorate(fn: CheckFn) -> CheckFn:
-        register(Claim(id, statement, source, provenance, kind, fn))
+        register(Claim(id, statement, source, provenance, kind, fn, group, cost))
         return fn
 
     return decorate

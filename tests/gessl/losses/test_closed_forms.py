@@ -31,7 +31,7 @@ def _collapsed(n: int, d: int, seed: int = 0) -> torch.Tensor:
 def test_infonce_and_ntxent_collapse(n):
     z = _collapsed(n, 4)
     assert float(infonce(z, z).loss) == pytest.approx(math.log(n), rel=1e-14)
-    assert float(infonce(z, z, similarity="dot").loss) == pytest.approx(math.log(n), rel=1e-14)
+    assert float(infonce(z, z, critic="dot").loss) == pytest.approx(math.log(n), rel=1e-14)
     assert float(nt_xent(z, z).loss) == pytest.approx(math.log(2 * n - 1), rel=1e-14)
     queue = _collapsed(9, 4)
     assert float(moco(z, z, queue=queue).loss) == pytest.approx(math.log(10), rel=1e-14)

@@ -12,7 +12,9 @@ from gessl.testing import references
 # (loss, options, extra inputs as (name, rows)) — each official-code deviation is covered too.
 CASES = [
     ("infonce", {}, ()),
-    ("infonce", {"temperature": 0.5, "similarity": "dot"}, ()),
+    ("infonce", {"temperature": 0.5, "critic": "dot"}, ()),
+    ("infonce", {"temperature": 0.7, "critic": "neg_sq_distance"}, ()),
+    ("infonce", {"temperature": 1.3, "critic": "two_headed", "symmetric": True}, ()),
     ("infonce", {"temperature": 0.2, "symmetric": True}, ()),
     ("nt_xent", {}, ()),
     ("nt_xent", {"temperature": 0.1}, ()),
@@ -39,6 +41,8 @@ CASES = [
 def test_matches_reference(name, options, extras, seed):
     rng = np.random.default_rng(seed)
     n, d = 5 + seed, 3 + seed
+    if options.get("critic") == "two_headed":
+        d += d % 2  # two heads of equal size
     x = {"z1": rng.standard_normal((n, d)), "z2": rng.standard_normal((n, d))}
     for extra, rows in extras:
         x[extra] = rng.standard_normal(d) if rows == 0 else rng.standard_normal((rows, d))

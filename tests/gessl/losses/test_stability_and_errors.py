@@ -103,8 +103,8 @@ def test_auxiliary_input_errors():
         get_loss("moco")(z1, z2, queue=torch.randn(6, 2))
     with pytest.raises(ValueError, match="center must be a tensor of shape"):
         get_loss("dino")(z1, z2, center=torch.zeros(4))
-    with pytest.raises(ValueError, match="similarity must be one of"):
-        get_loss("infonce")(z1, z2, similarity="euclid")
+    with pytest.raises(ValueError, match="critic must be one of"):
+        get_loss("infonce")(z1, z2, critic="euclid")
 
 
 def test_registry():

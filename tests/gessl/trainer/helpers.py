@@ -11,12 +11,21 @@ from gessl.trainer import GeSSLConfig, Trainer
 
 
 def make_trainer(
-    method: str = "simclr", seed: int = 0, n_samples: int = 6, dim: int = 5, **cfg
+    method: str = "simclr",
+    seed: int = 0,
+    n_samples: int = 6,
+    dim: int = 5,
+    options: dict | None = None,
+    **cfg,
 ) -> Trainer:
     torch.manual_seed(seed)
     # tanh everywhere: a smooth network, so finite differences are exact to O(h²)
     m = build_method(
-        method, MLP(dim, width=8, activation="tanh"), proj_dims=(8, 4), head_activation="tanh"
+        method,
+        MLP(dim, width=8, activation="tanh"),
+        proj_dims=(8, 4),
+        head_activation="tanh",
+        **(options or {}),
     ).double()
     cfg.setdefault("tasks_per_step", 3)
     return Trainer(

@@ -7,9 +7,12 @@ import math
 import pytest
 import torch
 
-from gessl.methods import available_methods
+from gessl.data import GaussianLatentTasks
+from gessl.methods import available_methods, build_method
+from gessl.models import MLP
 from gessl.sigma import kl_rows
 from gessl.tasks import task_logits
+from gessl.trainer import GeSSLConfig, Trainer
 from tests.gessl.trainer.helpers import make_trainer, mean_gradient, mean_objective
 
 
@@ -61,7 +64,7 @@ def test_first_order_is_not_the_hypergradient():
     assert _directional_check(tr, batch, mean_gradient(tr, batch), params) > 1e-3
 
 
-def _reference_first_order(tr, batch, k, lr, lam, gamma, tau):
+def _reference_first_order(tr, batch, k, lr, lam, gamma, tau, critic="cosine"):
     """FOMAML with look-ahead, written with plain autograd on detached copies."""
     m = tr.method
     names = list(m.online_params())
@@ -87,7 +90,8 @@ def _reference_first_order(tr, batch, k, lr, lam, gamma, tau):
         p, pt = dict(zip(names, theta)), dict(zip(names, look))
 
         def log_pi(params, qa=qa, qb=qb):
-            return torch.log_softmax(task_logits(m.embed(params, qa), m.embed(params, qb), tau), -1)
+            logits = task_logits(m.embed(params, qa), m.embed(params, qb), tau, critic)
+            return torch.log_softmax(logits, -1)
 
         loss = m.loss(p, qa, qb).loss + gamma * kl_rows(log_pi(p), log_pi(pt).detach()).mean()
         for n, g in zip(names, torch.autograd.grad(loss, theta)):
@@ -110,6 +114,57 @@ def test_first_order_matches_detached_reference(method):
     want = _reference_first_order(tr, batch, 2, 0.1, 2, 0.7, 0.3)
     for name, w in want.items():
         torch.testing.assert_close(got[name], w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("method", "options", "sigma_critic", "critic", "tau"),
+    [
+        ("infonce", {"critic": "two_headed", "temperature": 0.7}, "method", "two_headed", 0.7),
+        (
+            "infonce",
+            {"critic": "neg_sq_distance", "temperature": 2.0},
+            "method",
+            "neg_sq_distance",
+            2.0,
+        ),
+        ("simclr", {"temperature": 0.4}, "method", "cosine", 0.4),
+        ("vicreg", {}, "dot", "dot", 0.5),
+        ("simsiam", {}, "two_headed", "two_headed", 0.5),
+    ],
+)
+def test_sigma_term_uses_the_named_critic(method, options, sigma_critic, critic, tau):
+    """The σ-term's π is the named critic's (or the method's own): the trainer's gradient equals
+    the detached reference written with that critic, and differs from the cosine one."""
+    tr = make_trainer(
+        method,
+        options=options,
+        inner_steps=1,
+        inner_lr=0.1,
+        lookahead_steps=2,
+        sigma_weight=0.8,
+        sigma_critic=sigma_critic,
+        sigma_temperature=0.5,
+    )
+    batch = tr.sample()
+    got = mean_gradient(tr, batch)
+    want = _reference_first_order(tr, batch, 1, 0.1, 2, 0.8, tau, critic)
+    for name, w in want.items():
+        torch.testing.assert_close(got[name], w, rtol=1e-10, atol=1e-12)
+    cosine = _reference_first_order(tr, batch, 1, 0.1, 2, 0.8, 0.37, "cosine")
+    assert any(not torch.allclose(got[n], cosine[n], atol=1e-9) for n in cosine)
+
+
+def test_a_critic_a_method_cannot_use_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"sigma_critic must be one of \('cosine', 'dot'"):
+        make_trainer(sigma_critic="euclid")
+    with pytest.raises(ValueError, match="sigma_critic='method': method 'barlow_twins' declares"):
+        make_trainer("barlow_twins", sigma_critic="method")
+    torch.manual_seed(0)
+    odd = build_method("simclr", MLP(5, width=8), proj_dims=(8, 5))
+    with pytest.raises(ValueError, match="sigma_critic: method 'simclr' cannot use it: critic"):
+        Trainer(odd, GaussianLatentTasks(dim=5), GeSSLConfig(sigma_critic="two_headed"))
+    with pytest.raises(ValueError, match="critic 'two_headed' needs an even embedding dimension"):
+        build_method("infonce", MLP(5, width=8), proj_dims=(8, 5), critic="two_headed")
 
 
 def test_k0_lambda0_gamma0_is_the_plain_gradient_on_query_views():
