@@ -30,7 +30,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from experiments.claim_runner import default_jobs, run_claims, save_figure
+from experiments.claim_runner import run_claims, save_figure
+from experiments.parallel import default_jobs
 from experiments.tracking import main_entry, make_experiment
 from theory.claims import BUDGETS, THEOREM_KINDS, all_claims, get_claim
 from theory.claims.reproduction import correct_across, tests_of

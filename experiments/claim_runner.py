@@ -2,65 +2,30 @@
 
 Claims are grouped (``Claim.group``: claims of a group share cached work and run one after the
 other in one process), the groups are started costliest first (``Claim.cost``), and each
-claim's record (and, unless it is a reproduction claim, its figure) comes back as soon as it
-exists. Every check runs with one torch thread and with the global random number generators
-reseeded from the run's seed, in the parent (``jobs=1``) as in a worker, so the numbers do not
-depend on ``jobs`` or on which claims ran before in the same process. Workers are forked (they
-see claims registered at run time) and ignore Ctrl-C, which the parent handles: it stops the
-workers and keeps the records that came back.
+claim's record (and, unless it is a reproduction claim, its figure) comes back as soon as its
+group has finished. Every check runs with one thread and with the global generators reseeded
+from the run's seed (:mod:`experiments.parallel`), so the numbers do not depend on ``jobs`` or on
+which claims ran before in the same process.
 
 No Sacred here: :mod:`experiments.bounds` passes a callback that logs each record.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import random
-import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
-import numpy as np
-import torch
-from threadpoolctl import threadpool_limits
-
+from experiments.parallel import in_workers, reseed
 from theory.claims import Claim, get_claim
 
-__all__ = ["default_jobs", "error_record", "run_claims"]
+__all__ = ["error_record", "run_claims", "save_figure"]
 
 Record = dict[str, Any]
 OnRecord = Callable[[Record, "str | None"], None]
-
-
-def default_jobs() -> int:
-    """One worker per CPU core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One torch thread and one BLAS/OpenMP thread (numpy's OpenBLAS too)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _reseed(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 def error_record(
@@ -91,7 +56,7 @@ def _check(
     """One claim's record; its figure saved under ``figure_dir`` (not for reproduction claims,
     whose verdicts are final only after the run-wide correction)."""
     c = get_claim(claim_id)
-    _reseed(seed)
+    reseed(seed)
     start = time.perf_counter()
     try:
         result = c.check(budget=profile, seed=seed)
@@ -121,22 +86,16 @@ def save_figure(record: Record, folder: str) -> str:
 def _check_group(
     ids: Sequence[str], profile: str, seed: int, figure_dir: str | None
 ) -> list[tuple[Record, str | None]]:
-    with _one_thread():
-        return [_check(i, profile, seed, figure_dir) for i in ids]
+    return [_check(i, profile, seed, figure_dir) for i in ids]
 
 
-def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    torch.set_num_threads(1)
-
-
-def _groups(selected: Sequence[Claim]) -> list[list[str]]:
+def _groups(selected: Sequence[Claim]) -> list[tuple[str, ...]]:
     """Claims grouped by ``Claim.group`` (registry order inside a group), costliest first."""
     groups: dict[str, list[Claim]] = {}
     for c in selected:
         groups.setdefault(c.group or c.id, []).append(c)
     ordered = sorted(groups.values(), key=lambda g: -sum(c.cost for c in g))
-    return [[c.id for c in g] for g in ordered]
+    return [tuple(c.id for c in g) for g in ordered]
 
 
 def run_claims(
@@ -149,29 +108,10 @@ def run_claims(
 ) -> None:
     """Check ``selected`` with ``jobs`` processes (1: in this process), calling
     ``on_record(record, figure_path)`` for each claim as soon as its record exists."""
-    groups = _groups(selected)
-    if jobs <= 1 or len(groups) <= 1:
-        for ids in groups:
-            for rec, fig in _check_group(ids, profile, seed, figure_dir):
-                on_record(rec, fig)
-        return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ProcessPoolExecutor(
-        max_workers=min(jobs, len(groups)), mp_context=ctx, initializer=_worker_init
-    )
-    pending: set[Future] = set()
-    try:
-        pending = {pool.submit(_check_group, ids, profile, seed, figure_dir) for ids in groups}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                for rec, fig in fut.result():
-                    on_record(rec, fig)
-    except BaseException:
-        for fut in pending:
-            fut.cancel()
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
+
+    def done(_ids: tuple[str, ...], pairs: list[tuple[Record, str | None]]) -> None:
+        for rec, fig in pairs:
+            on_record(rec, fig)
+
+    check = partial(_check_group, profile=profile, seed=seed, figure_dir=figure_dir)
+    in_workers(check, _groups(selected), jobs, done)

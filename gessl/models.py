@@ -23,7 +23,7 @@ __all__ = [
     "mlp_head",
 ]
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}
 
 
 def _activation(name: str) -> nn.Module:
@@ -52,7 +52,8 @@ class Flatten(nn.Module):
 class MLP(nn.Module):
     """Fully connected backbone on flattened input: ``[Linear → activation] × depth``.
 
-    ``activation="tanh"`` gives a smooth network (finite-difference gradient checks).
+    ``activation="tanh"`` gives a smooth network (finite-difference gradient checks);
+    ``activation="identity"`` a linear (affine) one.
     """
 
     def __init__(

@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = find_runs(args.runs)
         try:
             paths = build(name, runs, out)
+        except ValueError as err:  # records exist but cannot make the output (e.g. shards)
+            print(f"skipped {name}: {err}", file=sys.stderr)
+            skipped.append(name)
+            continue
         except MissingRecord as err:
             if not args.run_missing:
                 print(f"skipped {err}", file=sys.stderr)

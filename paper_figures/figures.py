@@ -36,6 +36,7 @@ COMMANDS = {
     ),
     "study_table": "python -m experiments.study",
     "overhead_table": "python -m experiments.benchmark",
+    "gessl_map": "python -m experiments.gessl_map",
 }
 
 
@@ -287,6 +288,53 @@ def overhead_table(runs: list[RunRecord], out: Path) -> list[Path]:
     return save_tables(out, "overhead_table", md, _latex(header, body), [run.source()])
 
 
+def merge_map(runs: list[RunRecord]) -> tuple[dict[str, Any], list[RunRecord]]:
+    """The latest map's spec and the union of its shards' job results (records of
+    ``experiments.gessl_map`` with the same ``map_id``); raises :class:`MissingRecord` if there
+    is none, ``ValueError`` naming the missing jobs if the shards do not cover the map."""
+    maps = [
+        r
+        for r in runs
+        if r.experiment == "gessl_map"
+        and r.status == "COMPLETED"
+        and r.artifact("map.json").is_file()
+    ]
+    if not maps:
+        raise MissingRecord("gessl_map")
+    newest = max(maps, key=lambda r: (r.start_time, int(r.run_id)))
+    mid = newest.info.get("map_id")
+    shards = [r for r in maps if r.info.get("map_id") == mid]
+    results: dict[str, Any] = {}
+    spec, total = None, 0
+    for r in sorted(shards, key=lambda r: int(r.run_id)):
+        data = json.loads(r.artifact("map.json").read_text())
+        spec, total = data["spec"], data["jobs_total"]
+        results.update(data["results"])
+    if len(results) < total:
+        raise ValueError(
+            f"map {mid}: the shards in the records hold {len(results)} of its {total} jobs "
+            f"(runs {', '.join(r.run_id for r in shards)}); run the missing shards with "
+            "`python -m experiments.gessl_map with shard=i/n`"
+        )
+    return {"map_id": mid, "spec": spec, "results": results}, shards
+
+
+def gessl_map(runs: list[RunRecord], out: Path) -> list[Path]:
+    """The heat maps of where GeSSL lowers σ, merged from the shards of the latest map."""
+    from paper_figures.map_plot import plot_map
+    from theory.map_grid import assemble
+
+    merged, shards = merge_map(runs)
+    assembled = {"map_id": merged["map_id"], "spec": merged["spec"]}
+    assembled.update(assemble(merged["spec"], merged["results"]))
+    (out / "gessl_map_cells.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "gessl_map_cells.json").write_text(
+        json.dumps(assembled, indent=1, sort_keys=True) + "\n"
+    )
+    paths = save_figure(plot_map(assembled), out, "gessl_map", [r.source() for r in shards])
+    return [*paths, out / "gessl_map_cells.json"]
+
+
 BUILDERS: dict[str, Callable[[list[RunRecord], Path], list[Path]]] = {
     "claims": claims,
     "claims_summary": claims_summary,
@@ -295,6 +343,7 @@ BUILDERS: dict[str, Callable[[list[RunRecord], Path], list[Path]]] = {
     "ablation_inner_steps": _ablation("inner_steps"),
     "study_table": study_table,
     "overhead_table": overhead_table,
+    "gessl_map": gessl_map,
 }
 
 

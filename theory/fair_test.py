@@ -35,7 +35,7 @@ from torch.func import vmap
 from gessl.data import TaskBatch
 from gessl.eval.universality import adapt_per_task
 from gessl.methods import Method, build_method
-from gessl.models import Flatten
+from gessl.models import MLP, Flatten
 from gessl.sigma import kl_rows
 from gessl.tasks import Critic
 from gessl.trainer import GeSSLConfig, NonFiniteLossError, Trainer
@@ -43,6 +43,7 @@ from theory.floors import Floor, fit_floor
 from theory.task_families import FamilySampler, TaskFamily, make_family
 
 __all__ = [
+    "BLOW_UP",
     "MEASURES",
     "MODES",
     "FairTest",
@@ -71,12 +72,15 @@ MEASURES = (
 @dataclass(frozen=True)
 class FairTest:
     """Everything a fair-test run depends on (all recorded). ``family_options`` overrides the
-    family's defaults (:mod:`theory.task_families`)."""
+    family's defaults (:mod:`theory.task_families`); ``hidden`` adds a linear backbone
+    ``dim → hidden`` before the projector (still a linear encoder; it gives ``adapt="projector"``
+    something to leave out)."""
 
     family: str = "subspace"
     family_options: Mapping[str, Any] = field(default_factory=dict)
     critic: str = "two_headed"
     temperature: float = 1.0
+    hidden: int | None = None
     n_samples: int = 16
     tasks_per_step: int = 16
     steps: int = 60
@@ -99,6 +103,8 @@ class FairTest:
                 raise ValueError(f"{key} must be an integer >= 1, got {getattr(self, key)!r}")
         if not isinstance(self.n_samples, int) or self.n_samples < 2:
             raise ValueError(f"n_samples must be an integer >= 2, got {self.n_samples!r}")
+        if self.hidden is not None and (not isinstance(self.hidden, int) or self.hidden < 1):
+            raise ValueError(f"hidden must be None or an integer >= 1, got {self.hidden!r}")
 
     @property
     def task_family(self) -> TaskFamily:
@@ -135,13 +141,18 @@ class FairTest:
 
 
 def build_model(test: FairTest, seed: int) -> Method:
-    """The base model: InfoNCE with the test's critic on a linear encoder ``dim → 2·dim``,
-    initialised with ``torch.manual_seed(seed)``."""
+    """The base model: InfoNCE with the test's critic on a linear encoder ``dim → 2·dim``
+    (through ``hidden`` if set), initialised with ``torch.manual_seed(seed)``."""
     dim = test.task_family.dim
     torch.manual_seed(seed)
+    backbone = (
+        Flatten(dim)
+        if test.hidden is None
+        else MLP(dim, width=test.hidden, depth=1, activation="identity")
+    )
     return build_method(
         "infonce",
-        Flatten(dim),
+        backbone,
         proj_dims=(2 * dim,),
         critic=test.critic,
         temperature=test.temperature,
@@ -159,10 +170,19 @@ class Trained:
     last_loss: float
 
 
+#: a run whose final outer loss exceeds this many times log N (the loss of a collapsed
+#: encoder, which any training should beat) has blown up: it is marked diverged
+BLOW_UP = 2.0
+
+
 def train(test: FairTest, mode: str, seed: int, sampler: Any = None) -> Trained:
     """Train the base model in ``mode`` for ``test.steps`` outer steps on fresh tasks of the
-    family (or on ``sampler``, e.g. a :class:`~theory.task_families.TaskPool`). A non-finite
-    loss stops training; the model is then marked diverged (never dropped)."""
+    family (or on ``sampler``, e.g. a :class:`~theory.task_families.TaskPool`).
+
+    A run is *diverged* when a loss became non-finite (training stops there) or when the mean
+    outer loss of its last five steps exceeds ``BLOW_UP · log N`` — worse than a collapsed
+    encoder. A diverged run is marked, counted and shown by its callers, never dropped silently.
+    """
     method = build_model(test, seed)
     sampler = sampler if sampler is not None else FamilySampler(test.task_family)
     trainer = Trainer(method, sampler, test.config(mode, seed), n_samples=test.n_samples)
@@ -172,7 +192,11 @@ def train(test: FairTest, mode: str, seed: int, sampler: Any = None) -> Trained:
         trainer.fit(test.steps, progress=False)
     except NonFiniteLossError as err:
         diverged = str(err)
-    last = trainer.history[-1]["loss"] if trainer.history else float("nan")
+    tail = [h["loss"] for h in trainer.history[-5:]]
+    last = sum(tail) / len(tail) if tail else float("nan")
+    limit = BLOW_UP * math.log(test.n_samples)
+    if diverged is None and last > limit:
+        diverged = f"blew up: final outer loss {last:.4g} > {BLOW_UP:g}·log N = {limit:.3g}"
     return Trained(method, time.perf_counter() - start, diverged, last)
 
 
@@ -207,7 +231,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Every measure of :data:`MEASURES` on the tasks of ``batch`` (σ per query, nats), with
     ``test_steps`` K SGD steps of size ``test_lr`` α on the support views for the adapted model
-    (defaults: the test's K and α) and ``lookahead_steps`` λ more for the σ-term's target."""
+    (defaults: the test's K and α; the head only when ``test.adapt == "projector"``) and
+    ``lookahead_steps`` λ more for the σ-term's target."""
     k = test.inner_steps if test_steps is None else test_steps
     lr = test.inner_lr if test_lr is None else test_lr
     lam = test.lookahead_steps if lookahead_steps is None else lookahead_steps
@@ -215,9 +240,10 @@ def evaluate(
     n = batch.n_samples
     lp_bayes = family.bayes_log_probs(batch.query_a, batch.query_b, task_params)
     phi = {k_: v.detach().to(torch.float64) for k_, v in method.online_params().items()}
-    adapted, _ = adapt_per_task(method, batch, k, lr, start=phi)
+    names = method.head_names() if test.adapt == "projector" else None  # adapted as trained
+    adapted, _ = adapt_per_task(method, batch, k, lr, start=phi, names=names)
     # θ̃: λ more steps from θ_K, i.e. K + λ deterministic full-batch steps from φ
-    target, _ = adapt_per_task(method, batch, k + lam, lr, start=phi)
+    target, _ = adapt_per_task(method, batch, k + lam, lr, start=phi, names=names)
     with torch.no_grad():
         lp_phi = _log_pi(method, phi, batch, False)
         lp_ad = _log_pi(method, adapted, batch, True)

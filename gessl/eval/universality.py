@@ -49,9 +49,11 @@ def adapt_per_task(
     tol: float = 1e-4,
     check_every: int = 5,
     start: Params | None = None,
+    names: list[str] | None = None,
 ) -> tuple[Params, int]:
     """SGD on each task's support views from the current parameters (or ``start``), tasks
-    batched with vmap.
+    batched with vmap; only the parameters in ``names`` move (default: all; e.g. the head's
+    names for projector-only adaptation), the others stay shared.
 
     With ``patience``, the mean support loss is checked every ``check_every`` steps and the loop
     stops once it has not improved by ``tol`` for ``patience`` checks (at most ``steps`` steps).
@@ -61,6 +63,7 @@ def adapt_per_task(
     source = method.online_params() if start is None else start
     phi = {k: v.detach() for k, v in source.items()}
     m = batch.n_tasks
+    moving = set(phi) if names is None else set(names)
     params = {k: v.expand(m, *v.shape).clone() for k, v in phi.items()}
     targets = method.targets(batch.support_a, batch.support_b, batched=True)
     tg = targets if targets is not None else {}
@@ -74,7 +77,7 @@ def adapt_per_task(
     with no_value_checks():
         for taken in range(1, steps + 1):
             g = step_fn(params, batch.support_a, batch.support_b, tg)
-            params = {k: params[k] - lr * g[k] for k in params}
+            params = {k: params[k] - lr * g[k] if k in moving else params[k] for k in params}
             if patience is not None and taken % check_every == 0:
                 current = float(value_fn(params, batch.support_a, batch.support_b, tg).mean())
                 if current < best - tol:

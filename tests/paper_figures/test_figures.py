@@ -65,7 +65,14 @@ def _claims() -> list[dict]:
         [Series("m", [1, 2], [2.0, 2.0])],
         [Series("b", [1, 2], [1.0, float("inf")])],
     ).to_dict()
-    return [{**a, "statement": "s"}, {**b, "statement": "s"}]
+    from tests.theory.false_claims import contradicted_reproduction
+
+    c = contradicted_reproduction("tiny", 0).to_dict()
+    c["details"]["levels"] = {
+        m: {"sigma_phi": 0.5, "sigma_adapted": 0.4} for m in ("plain", "gessl")
+    }
+    c["details"]["floors"] = {"shared_sigma": {"value": 0.2}, "per_task_sigma": {"value": 0.0}}
+    return [{**a, "statement": "s"}, {**b, "statement": "s"}, {**c, "statement": "s"}]
 
 
 def _ablation_rows(values):
@@ -136,6 +143,24 @@ def runs(tmp_path) -> Path:
         {},
         result={"table": {"columns": ["config", "ratio"], "rows": [["gessl K=1", 2.31]]}},
     )
+    from tests.theory.test_map_grid import SPEC, _fake_results
+    from theory.map_grid import map_id, plan
+
+    _run(
+        root,
+        8,
+        "gessl_map",
+        {"profile": "tiny"},
+        info={"map_id": map_id(SPEC), "shard": "1/1"},
+        artifacts={
+            "map.json": {
+                "map_id": map_id(SPEC),
+                "spec": SPEC,
+                "jobs_total": len(plan(SPEC)),
+                "results": _fake_results(SPEC, -0.2),
+            }
+        },
+    )
     return root
 
 
@@ -150,9 +175,16 @@ def test_every_output_is_built_with_its_sources(runs, tmp_path, capsys):
     ):
         assert (out / f"{name}.png").stat().st_size > 10_000 and (out / f"{name}.pdf").is_file()
     assert sorted(p.name for p in (out / "claims").glob("*.png")) == [
+        "contradicted_repro.png",
         "toy_exact.png",
         "toy_rate.png",
     ]
+    assert (out / "gessl_map.png").stat().st_size > 20_000
+    cells = json.loads((out / "gessl_map_cells.json").read_text())["cells"]
+    assert (
+        len(cells) == 12 and cells[0]["tests"]["gessl-plain:sigma_adapted"]["direction"] == "lower"
+    )
+    assert json.loads((out / "gessl_map.json").read_text())["sources"][0]["run_id"] == "8"
     side = json.loads((out / "sigma_vs_step.json").read_text())
     assert side["sources"][0]["run_id"] == "3" and side["sources"][0]["experiment"] == "sigma"
     assert json.loads((out / "claims_summary.json").read_text())["sources"][0]["run_id"] == "1"
@@ -163,7 +195,7 @@ def test_every_output_is_built_with_its_sources(runs, tmp_path, capsys):
     assert "| simclr | gessl |" in md and "0.900 ± 0.010" in md and "| 3-way few-shot |" in md
     assert r"\toprule" in (out / "study_table.tex").read_text()
     assert "2.31" in (out / "overhead_table.md").read_text()
-    assert set(BUILDERS) == {p.stem for p in out.glob("*.json")} | {"claims"}
+    assert set(BUILDERS) == {p.stem for p in out.glob("*.json")} - {"gessl_map_cells"} | {"claims"}
 
 
 def test_outputs_are_byte_identical_across_runs(runs, tmp_path):

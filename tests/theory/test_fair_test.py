@@ -111,3 +111,13 @@ def test_training_is_seeded_and_diverged_runs_are_marked():
 def test_bad_setups_raise_naming_the_argument(options, message):
     with pytest.raises(ValueError, match=message):
         FairTest(**options)
+
+
+def test_a_blown_up_run_is_marked_diverged():
+    """First-order meta-learning with α = 0.3 blows up on this model: its final outer loss is
+    far above log N, the loss of a collapsed encoder, although it stays finite."""
+    t = FairTest(family="homogeneous", inner_lr=0.3)
+    meta = train(t, "meta", 0)
+    assert meta.diverged and meta.diverged.startswith("blew up")
+    assert math.isfinite(meta.last_loss) and meta.last_loss > 2 * math.log(16)
+    assert train(t, "plain", 0).diverged is None

@@ -1,0 +1,248 @@
+"""The map of where GeSSL lowers σ: its knobs × the task families, on paired seeds.
+
+    python -m experiments.gessl_map                               # quick profile (~4 min here)
+    python -m experiments.gessl_map with profile=full             # the documented full map
+    python -m experiments.gessl_map with 'families=["subspace"]' 'sweep={"inner_lr": [0.1, 1.0]}'
+    python -m experiments.gessl_map with shard=1/4                # one quarter of the jobs
+    python -m experiments.gessl_map with jobs=1                   # one process (same numbers)
+
+Each knob (α, K, λ, γ, order, adapt, kl_direction, critic) is varied around the reproduction
+claims' setting (``theory/map_grid.py``), on each family, and every cell compares GeSSL with
+the plain base method and with first-order meta-learning without the σ-term (λ = γ = 0), the
+three trained from the same initialisation on the same tasks, per seed, and measured on the
+same fresh tasks after the same test-time adaptation (``docs/reproduction.md``). The jobs
+(trainings and floor fits) run in ``jobs`` worker processes; ``shard="i/n"`` runs every n-th
+job only, and ``python -m paper_figures`` merges the shards of one map (same ``map_id``).
+
+Records (``runs/<id>/``): ``map.json`` (the spec, the shard, every job's result), and for a
+whole map ``map_cells.json`` (the assembled cells, floors) and the heat maps ``gessl_map.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from functools import partial
+from typing import Any
+
+from tqdm import tqdm
+
+from experiments.parallel import default_jobs, in_workers, reseed
+from experiments.tracking import main_entry, make_experiment
+from theory.map_grid import BASE, PROFILES, assemble, cells, map_id, plan, shard_of
+
+ex = make_experiment("gessl_map")
+
+
+@ex.config
+def config() -> None:
+    profile = "quick"  # "quick" (≤ 10 min on 2 cores), "full" (documented), "tiny" (tests)
+    families = None  # default: the profile's (homogeneous, subspace, noise_level)
+    sweep = None  # {knob: [values]}; default: the profile's
+    seeds = None  # number of paired seeds; default: the profile's
+    steps = None  # outer steps of every training; default: the profile's
+    jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
+    shard = "1/1"  # "i/n": run every n-th job from the i-th (merge with python -m paper_figures)
+    figures = True  # draw the heat maps (whole maps only)
+    assert profile in PROFILES, f"profile must be one of {tuple(PROFILES)}"
+
+
+def make_spec(
+    profile: str,
+    families: list[str] | None,
+    sweep: dict[str, list[Any]] | None,
+    seeds: int | None,
+    steps: int | None,
+) -> dict[str, Any]:
+    """Everything the map's numbers depend on (its ``map_id`` is a hash of this)."""
+    p = PROFILES[profile]
+    return {
+        "families": list(families or p["families"]),
+        "sweep": {k: list(v) for k, v in (sweep or p["sweep"]).items()},
+        "seeds": int(seeds or p["seeds"]),
+        "steps": int(steps or p["steps"]),
+        "outer_lr": p.get("outer_lr", 3e-2),
+        "eval_tasks": p["eval_tasks"],
+        "floor_tasks": p["floor_tasks"],
+        "tasks_per_step": 16,
+        "n_samples": 16,
+        "base": dict(BASE),
+    }
+
+
+def _fair(spec: dict[str, Any], family: str, options: dict[str, Any]) -> Any:
+    from theory.fair_test import FairTest
+    from theory.task_families import make_family
+
+    opts = dict(options)
+    if opts.get("hidden") == "2dim":
+        opts["hidden"] = 2 * make_family(family).dim
+    return FairTest(
+        family=family,
+        steps=spec["steps"],
+        outer_lr=spec["outer_lr"],
+        eval_tasks=spec["eval_tasks"],
+        tasks_per_step=spec["tasks_per_step"],
+        n_samples=spec["n_samples"],
+        **opts,
+    )
+
+
+def run_job(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """One job of :func:`theory.map_grid.plan`: a training run and its evaluations, or a floor
+    fit (shared and per task, both KL directions)."""
+    from theory.fair_test import build_model, eval_tasks, evaluate, fit_floors, train
+
+    start = time.perf_counter()
+    test = _fair(spec, job["family"], job["options"])
+    if job["kind"] == "floor":
+        reseed(0)
+        batch, params = eval_tasks(test, 0)
+        floors = fit_floors(test, build_model(test, 0), batch, params, spec["floor_tasks"])
+        return {
+            "kind": "floor",
+            "key": job["key"],
+            "family": job["family"],
+            "options": job["options"],
+            "floors": {k: f.to_dict() for k, f in floors.items()},
+            "seconds": time.perf_counter() - start,
+        }
+    reseed(job["seed"])
+    trained = train(test, job["mode"], job["seed"])
+    metrics = {}
+    if not trained.diverged or "blew up" in trained.diverged:  # a blown-up model is measured
+        batch, params = eval_tasks(test, job["seed"])
+        for name, ev in job["evals"].items():
+            t = test.with_options(adapt=ev["adapt"], kl_direction=ev["kl_direction"])
+            metrics[name] = evaluate(
+                t,
+                trained.method,
+                batch,
+                params,
+                ev["test_steps"],
+                ev["test_lr"],
+                ev["lookahead_steps"],
+            )
+    return {
+        "kind": "train",
+        "key": job["key"],
+        "diverged": trained.diverged,
+        "metrics": metrics,
+        "train_seconds": trained.seconds,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def summary_table(assembled: dict[str, Any]) -> str:
+    """One line per cell: Δσ after adaptation vs plain and vs meta, significance, divergence."""
+    head = (
+        f"{'family':12s} {'knob':15s} {'value':>12s}  {'Δσ adapted vs plain':>34s}  "
+        f"{'Δσ adapted vs meta':>34s}  diverged p/m/g"
+    )
+    lines = [head, "-" * len(head)]
+    for c in assembled["cells"]:
+        parts = []
+        for comp in ("gessl-plain", "gessl-meta"):
+            t = c["tests"][f"{comp}:sigma_adapted"]
+            mean = t["mean"] if t["mean"] is not None else float("nan")
+            parts.append(f"{mean:+.4f} (p_Holm {t['p_holm']:.2g}, {t['direction']})")
+        div = "/".join(str(c["diverged"][m]) for m in ("plain", "meta", "gessl"))
+        lines.append(
+            f"{c['family']:12s} {c['knob']:15s} {c['value']!s:>12s}  {parts[0]:>34s}  "
+            f"{parts[1]:>34s}  {div}"
+        )
+    return "\n".join(lines)
+
+
+@ex.main
+def main(
+    profile: str,
+    families: list[str] | None,
+    sweep: dict[str, list[Any]] | None,
+    seeds: int | None,
+    steps: int | None,
+    jobs: int,
+    shard: str,
+    figures: bool,
+    _run: Any,
+) -> dict[str, Any]:
+    spec = make_spec(profile, families, sweep, seeds, steps)
+    for cell in cells(spec):  # every setting is checked before any job runs
+        _fair(spec, cell["family"], cell["options"])
+    every = plan(spec)
+    mine = shard_of(every, shard)
+    mid = map_id(spec)
+    workers = default_jobs() if jobs == 0 else jobs
+    _run.info.update(map_id=mid, shard=shard, jobs_total=len(every))
+    results: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    bar = tqdm(total=len(mine), desc="map jobs", unit="job", file=sys.stderr, disable=None)
+
+    def on_result(job: dict[str, Any], res: dict[str, Any]) -> None:
+        results[job["key"]] = res
+        bar.update(1)
+        _run.log_scalar("jobs_done", len(results))
+
+    with tempfile.TemporaryDirectory() as tmp, bar:
+        try:
+            in_workers(partial(run_job, spec=spec), mine, workers, on_result)
+        finally:  # also when interrupted: the jobs done so far are kept
+            path = os.path.join(tmp, "map.json")
+            with open(path, "w") as fh:
+                json.dump(
+                    {
+                        "map_id": mid,
+                        "spec": spec,
+                        "shard": shard,
+                        "jobs_total": len(every),
+                        "jobs_in_shard": len(mine),
+                        "complete": len(results) == len(mine),
+                        "results": results,
+                    },
+                    fh,
+                )
+            _run.add_artifact(path, "map.json")
+        whole = len(mine) == len(every)
+        out: dict[str, Any] = {
+            "map_id": mid,
+            "shard": shard,
+            "jobs": len(mine),
+            "jobs_total": len(every),
+            "workers": workers,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        if whole:
+            assembled = assemble(spec, results)
+            cells_path = os.path.join(tmp, "map_cells.json")
+            with open(cells_path, "w") as fh:
+                json.dump({"map_id": mid, "spec": spec, **assembled}, fh)
+            _run.add_artifact(cells_path, "map_cells.json")
+            print(summary_table(assembled))
+            if figures:
+                from paper_figures.map_plot import save_map
+
+                for png in save_map({"map_id": mid, "spec": spec, **assembled}, tmp, mid):
+                    _run.add_artifact(png, os.path.basename(png))
+            lowered = [
+                c
+                for c in assembled["cells"]
+                if c["tests"]["gessl-plain:sigma_adapted"]["direction"] == "lower"
+            ]
+            out.update(
+                cells=len(assembled["cells"]),
+                lower_than_plain=len(lowered),
+                diverged_seeds=sum(c["diverged"]["gessl"] for c in assembled["cells"]),
+            )
+        else:
+            print(
+                f"shard {shard}: {len(mine)} of {len(every)} jobs of map {mid}; merge the shards "
+                "with `python -m paper_figures --only gessl_map`"
+            )
+    return out
+
+
+if __name__ == "__main__":
+    main_entry(ex)

@@ -1,0 +1,95 @@
+"""Work in worker processes, with results identical for any number of workers.
+
+Each unit runs with one torch thread and one BLAS thread, in the parent (``jobs=1``) as in a
+worker, so the numbers do not depend on ``jobs``; callers reseed the generators per unit
+(:func:`reseed`). Workers are forked where the platform allows (they see what was registered
+at run time) and ignore Ctrl-C, which the parent handles: it stops the workers and re-raises,
+so that the caller can keep what came back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import random
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+__all__ = ["default_jobs", "in_workers", "one_thread", "reseed"]
+
+
+def default_jobs() -> int:
+    """One worker per CPU core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread and one BLAS/OpenMP thread (numpy's OpenBLAS too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def reseed(seed: int) -> None:
+    """Seed torch's, numpy's and Python's global generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    torch.set_num_threads(1)
+
+
+def _single_threaded(fn: Callable[[Any], Any], unit: Any) -> Any:
+    with one_thread():
+        return fn(unit)
+
+
+def in_workers(
+    fn: Callable[[Any], Any],
+    units: Sequence[Any],
+    jobs: int,
+    on_result: Callable[[Any, Any], None],
+) -> None:
+    """``on_result(unit, fn(unit))`` for every unit, as results come in; ``jobs`` processes
+    (1: this process, in order). ``fn`` must be a module-level function."""
+    if jobs <= 1 or len(units) <= 1:
+        for unit in units:
+            on_result(unit, _single_threaded(fn, unit))
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(units)), mp_context=ctx, initializer=_worker_init
+    )
+    pending: dict[Future, Any] = {}
+    try:
+        pending = {pool.submit(_single_threaded, fn, unit): unit for unit in units}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                on_result(pending.pop(fut), fut.result())
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()

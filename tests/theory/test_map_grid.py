@@ -1,0 +1,116 @@
+"""The map's bookkeeping: jobs deduplicated, shards partition them, cells assembled right."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from theory.map_grid import BASE, PROFILES, assemble, cells, map_id, plan, shard_of, train_key
+
+SPEC = {
+    "families": ["homogeneous", "subspace"],
+    "sweep": {
+        "inner_lr": [0.1, 0.3],
+        "sigma_weight": [0.0, 1.0],
+        "critic": ["two_headed", "cosine"],
+    },
+    "seeds": 4,
+    "steps": 5,
+    "eval_tasks": 4,
+    "floor_tasks": 2,
+    "base": dict(BASE),
+}
+
+
+def test_jobs_are_deduplicated_across_cells():
+    jobs = plan(SPEC)
+    train = [j for j in jobs if j["kind"] == "train"]
+    # per family: plain depends on the critic only (2), meta on α and the critic (3: the base
+    # cell is shared), GeSSL on every knob (4 distinct settings: base, α=0.3, γ=0, cosine)
+    per_family = {"plain": 2, "meta": 3, "gessl": 4}
+    for mode, n in per_family.items():
+        assert sum(j["mode"] == mode for j in train) == 2 * 4 * n
+    base_plain = [
+        j for j in train if j["mode"] == "plain" and j["options"]["critic"] == "two_headed"
+    ]
+    # the base plain run serves the α = 0.1 and α = 0.3 cells: two test-time step sizes
+    assert {len(j["evals"]) for j in base_plain} == {2}
+    floors = [j for j in jobs if j["kind"] == "floor"]
+    assert len(floors) == 2 * 2  # family × critic
+    assert len({j["key"] for j in jobs}) == len(jobs) and jobs == plan(SPEC)  # fixed order
+
+
+def test_shards_partition_the_jobs_and_bad_shards_raise():
+    jobs = plan(SPEC)
+    parts = [shard_of(jobs, f"{i}/3") for i in (1, 2, 3)]
+    keys = [j["key"] for p in parts for j in p]
+    assert sorted(keys) == sorted(j["key"] for j in jobs) and len(keys) == len(set(keys))
+    for bad in ("0/3", "4/3", "a/b", "3"):
+        with pytest.raises(ValueError, match="shard must look like 'i/n' with 1 <= i <= n"):
+            shard_of(jobs, bad)
+    with pytest.raises(ValueError, match="sweep knob must be one of"):
+        cells({**SPEC, "sweep": {"learning_rate": [1]}})
+    assert map_id(SPEC) == map_id(json.loads(json.dumps(SPEC))) != map_id({**SPEC, "seeds": 5})
+
+
+def _fake_results(spec, gessl_shift, diverge=()):
+    """Every training job measured: plain 1.0, meta 0.9, GeSSL 1.0 + shift (+ noise per seed)."""
+    out = {}
+    for job in plan(spec):
+        if job["kind"] == "floor":
+            out[job["key"]] = {
+                "kind": "floor",
+                "key": job["key"],
+                "family": job["family"],
+                "options": job["options"],
+                "floors": {},
+            }
+            continue
+        level = {"plain": 1.0, "meta": 0.9, "gessl": 1.0 + gessl_shift}[job["mode"]]
+        level += 0.01 * job["seed"] + (0.003 * job["seed"] ** 2 if job["mode"] == "gessl" else 0)
+        metrics = {
+            ev: {"sigma_adapted": level, "excess_adapted": level / 2, "sigma_phi": level}
+            for ev in job["evals"]
+        }
+        dead = (job["mode"], job["seed"]) in diverge
+        out[job["key"]] = {
+            "kind": "train",
+            "key": job["key"],
+            "diverged": "x" if dead else None,
+            "metrics": metrics,
+        }
+    return out
+
+
+def test_assembly_pairs_seeds_counts_divergence_and_corrects_across_cells():
+    res = _fake_results(SPEC, -0.2, diverge={("gessl", 3)})
+    a = assemble(SPEC, res)
+    assert a["missing"] == 0 and len(a["cells"]) == 2 * 6 and len(a["floors"]) == 4
+    c = a["cells"][0]
+    t = c["tests"]["gessl-plain:sigma_adapted"]
+    assert t["diffs"][:3] == pytest.approx([-0.2, -0.2 + 0.003, -0.2 + 0.012])
+    assert t["diffs"][3] is None
+    assert t["diverged"] == 1 and c["diverged"] == {"plain": 0, "meta": 0, "gessl": 1}
+    assert t["direction"] == "lower" and t["p_holm"] >= t["p"]
+    assert c["levels"]["plain"]["sigma_adapted"] == pytest.approx(1.015)
+    assert c["tests"]["gessl-meta:sigma_adapted"]["mean"] == pytest.approx(-0.1 + 0.005)
+    # a missing job is reported, not invented
+    key = train_key("subspace", "gessl", cells(SPEC)[-1]["options"], 0)
+    partial = {k: v for k, v in res.items() if k != key}
+    assert assemble(SPEC, partial)["missing"] >= 1
+
+
+def test_profiles_sweep_every_knob_the_issue_names():
+    quick = PROFILES["quick"]["sweep"]
+    assert set(quick) == {
+        "inner_lr",
+        "inner_steps",
+        "lookahead_steps",
+        "sigma_weight",
+        "order",
+        "adapt",
+        "kl_direction",
+        "critic",
+    }
+    assert PROFILES["quick"]["families"] == ["homogeneous", "subspace", "noise_level"]

@@ -1,0 +1,278 @@
+"""The map of where GeSSL helps: which runs a sweep needs, and the cells assembled from them.
+
+A map sweeps GeSSL's knobs one at a time around a base setting, on each task family, against
+the plain base method and against first-order meta-learning without the σ-term (λ = γ = 0), on
+paired seeds (``docs/reproduction.md``). This module is pure bookkeeping (no torch): it lists
+the *jobs* a map needs — each a training run (family, mode, options, seed) with the evaluations
+its cells read, or a floor fit — so that they can run in any number of processes and be split
+into shards, and it assembles the cells from the jobs' results: per cell and measure the paired
+per-seed differences, their t-tests, Holm's correction across the cells of one heat map, the
+number of diverged seeds (counted and shown, never dropped), the mean levels and the floors.
+:mod:`experiments.gessl_map` runs it; :mod:`paper_figures` assembles merged shards with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from theory.paired import correct, paired_test
+
+__all__ = [
+    "COMPARISONS",
+    "CRITIC_TEMPERATURE",
+    "KNOBS",
+    "MAP_MEASURES",
+    "PROFILES",
+    "assemble",
+    "cells",
+    "map_id",
+    "plan",
+    "shard_of",
+]
+
+#: knob name → the FairTest field(s) it sets (``critic`` also sets the temperature; ``adapt``
+#: ``"projector"`` also adds a linear backbone, so that there is something not to adapt)
+KNOBS = (
+    "inner_lr",
+    "inner_steps",
+    "lookahead_steps",
+    "sigma_weight",
+    "order",
+    "adapt",
+    "kl_direction",
+    "critic",
+)
+#: the temperature each critic is used at in a map
+CRITIC_TEMPERATURE = {"two_headed": 1.0, "neg_sq_distance": 1.0, "dot": 1.0, "cosine": 0.5}
+#: the measures shown (σ per query after K test-time steps, both directions, and of φ)
+MAP_MEASURES = ("sigma_adapted", "excess_adapted", "sigma_phi")
+#: the comparisons: GeSSL against the plain method, and against meta-learning without σ-term
+COMPARISONS = (("gessl", "plain"), ("gessl", "meta"))
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "families": ["homogeneous", "subspace"],
+        "seeds": 3,
+        "steps": 8,
+        "eval_tasks": 16,
+        "floor_tasks": 3,
+        "sweep": {"inner_lr": [0.1, 0.3], "critic": ["two_headed", "cosine"]},
+    },
+    "quick": {
+        "families": ["homogeneous", "subspace", "noise_level"],
+        "seeds": 5,
+        "steps": 60,
+        "eval_tasks": 100,
+        "floor_tasks": 8,
+        "sweep": {
+            "inner_lr": [0.03, 0.1, 0.3],
+            "inner_steps": [1, 3],
+            "lookahead_steps": [0, 1, 3],
+            "sigma_weight": [0.0, 0.3, 1.0, 3.0],
+            "order": ["first", "second"],
+            "adapt": ["all", "projector"],
+            "kl_direction": ["model_target", "target_model"],
+            "critic": ["two_headed", "cosine", "neg_sq_distance", "dot"],
+        },
+    },
+    "full": {
+        "families": ["homogeneous", "subspace", "noise_level"],
+        "seeds": 10,
+        "steps": 300,
+        "outer_lr": 1e-2,
+        "eval_tasks": 200,
+        "floor_tasks": 20,
+        "sweep": {
+            "inner_lr": [0.01, 0.03, 0.1, 0.3, 1.0],
+            "inner_steps": [1, 2, 3, 5],
+            "lookahead_steps": [0, 1, 2, 5],
+            "sigma_weight": [0.0, 0.1, 0.3, 1.0, 3.0, 10.0],
+            "order": ["first", "second"],
+            "adapt": ["all", "projector"],
+            "kl_direction": ["model_target", "target_model"],
+            "critic": ["two_headed", "cosine", "neg_sq_distance", "dot"],
+        },
+    },
+}
+
+#: the base setting every knob is varied around (the reproduction claims' GeSSL options)
+BASE = {
+    "inner_lr": 0.1,
+    "inner_steps": 1,
+    "lookahead_steps": 1,
+    "sigma_weight": 1.0,
+    "order": "first",
+    "adapt": "all",
+    "kl_direction": "model_target",
+    "critic": "two_headed",
+}
+
+#: options a mode's training depends on (the rest only change the GeSSL mode)
+_MODEL_KEYS = ("critic", "temperature", "hidden")
+_META_KEYS = (*_MODEL_KEYS, "inner_lr", "inner_steps", "order", "adapt")
+
+
+def _canon(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def map_id(spec: Mapping[str, Any]) -> str:
+    """A short hash of everything the map's numbers depend on (shards of one map share it)."""
+    return hashlib.sha256(_canon(dict(spec)).encode()).hexdigest()[:12]
+
+
+def fair_options(base: Mapping[str, Any], knob: str, value: Any) -> dict[str, Any]:
+    """The :class:`theory.fair_test.FairTest` options of the cell ``knob = value``."""
+    opts = {**base, knob: value}
+    critic = opts["critic"]
+    opts["temperature"] = CRITIC_TEMPERATURE.get(critic, 1.0)  # unknown critics: FairTest says
+    opts["hidden"] = None
+    if opts["adapt"] == "projector":
+        opts["hidden"] = "2dim"  # resolved by the runner: a linear backbone dim → 2·dim
+    return opts
+
+
+def cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every cell: ``family``, ``knob``, ``value`` and its options, in sweep order."""
+    out = []
+    for family in spec["families"]:
+        for knob, values in spec["sweep"].items():
+            if knob not in KNOBS:
+                raise ValueError(f"sweep knob must be one of {KNOBS}, got {knob!r}")
+            for value in values:
+                out.append(
+                    {
+                        "family": family,
+                        "knob": knob,
+                        "value": value,
+                        "options": fair_options(spec["base"], knob, value),
+                    }
+                )
+    return out
+
+
+def _mode_options(options: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    if mode == "plain":
+        return {k: options[k] for k in _MODEL_KEYS}
+    if mode == "meta":
+        return {k: options[k] for k in _META_KEYS}
+    return dict(options)
+
+
+def _eval_spec(options: Mapping[str, Any]) -> dict[str, Any]:
+    """What a cell's evaluation of any of its three models depends on."""
+    return {
+        "test_steps": options["inner_steps"],
+        "test_lr": options["inner_lr"],
+        "lookahead_steps": options["lookahead_steps"],
+        "adapt": options["adapt"],
+        "kl_direction": options["kl_direction"],
+    }
+
+
+def train_key(family: str, mode: str, options: Mapping[str, Any], seed: int) -> str:
+    return _canon({"f": family, "m": mode, "o": _mode_options(options, mode), "s": seed})
+
+
+def plan(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The jobs of a map, deduplicated and in a fixed order: training jobs (``kind="train"``,
+    with every evaluation spec its cells need) and floor fits (``kind="floor"``)."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for cell in cells(spec):
+        for mode in ("plain", "meta", "gessl"):
+            for seed in range(spec["seeds"]):
+                key = train_key(cell["family"], mode, cell["options"], seed)
+                job = jobs.setdefault(
+                    key,
+                    {
+                        "kind": "train",
+                        "key": key,
+                        "family": cell["family"],
+                        "mode": mode,
+                        "options": _mode_options(cell["options"], mode),
+                        "seed": seed,
+                        "evals": {},
+                    },
+                )
+                ev = _eval_spec(cell["options"])
+                job["evals"][_canon(ev)] = ev
+        floor_opts = {k: cell["options"][k] for k in _MODEL_KEYS}
+        key = _canon({"floor": cell["family"], "o": floor_opts})
+        jobs.setdefault(
+            key, {"kind": "floor", "key": key, "family": cell["family"], "options": floor_opts}
+        )
+    return [jobs[k] for k in sorted(jobs)]
+
+
+def shard_of(jobs: list[dict[str, Any]], shard: str) -> list[dict[str, Any]]:
+    """The jobs of shard ``"i/n"`` (1-based): every n-th job from the i-th."""
+    try:
+        i, n = (int(x) for x in str(shard).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like 'i/n' with 1 <= i <= n, got {shard!r}") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"shard must look like 'i/n' with 1 <= i <= n, got {shard!r}")
+    return jobs[i - 1 :: n]
+
+
+def _level(values: Iterable[float]) -> float:
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def assemble(spec: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The cells of a map from its jobs' results (``key → result``).
+
+    Returns ``{"cells": [...], "floors": {...}, "missing": n}``; each cell holds, per measure of
+    :data:`MAP_MEASURES` and comparison of :data:`COMPARISONS`, the paired test (Holm-corrected
+    across all cells of that measure and comparison), the levels of the three modes and the
+    number of diverged seeds of each mode.
+    """
+    out_cells, missing = [], 0
+    for cell in cells(spec):
+        ev = _canon(_eval_spec(cell["options"]))
+        per_mode: dict[str, list[dict[str, float] | None]] = {}
+        diverged: dict[str, int] = {}
+        for mode in ("plain", "meta", "gessl"):
+            rows = []
+            for seed in range(spec["seeds"]):
+                res = results.get(train_key(cell["family"], mode, cell["options"], seed))
+                if res is None:
+                    missing += 1
+                    rows.append(None)
+                    continue
+                rows.append(None if res["diverged"] else res["metrics"][ev])
+            per_mode[mode] = rows
+            diverged[mode] = sum(
+                1
+                for seed in range(spec["seeds"])
+                if (r := results.get(train_key(cell["family"], mode, cell["options"], seed)))
+                and r["diverged"]
+            )
+        nan = float("nan")
+        entry = {k: cell[k] for k in ("family", "knob", "value")}
+        entry["diverged"] = diverged
+        entry["levels"] = {
+            mode: {m: _level((r or {}).get(m, nan) for r in rows) for m in MAP_MEASURES}
+            for mode, rows in per_mode.items()
+        }
+        entry["tests"] = {}
+        for a, b in COMPARISONS:
+            for measure in MAP_MEASURES:
+                diffs = [
+                    (ra[measure] - rb[measure]) if ra is not None and rb is not None else nan
+                    for ra, rb in zip(per_mode[a], per_mode[b])
+                ]
+                entry["tests"][f"{a}-{b}:{measure}"] = paired_test(f"{measure}: {a} − {b}", diffs)
+        out_cells.append(entry)
+    for a, b in COMPARISONS:  # Holm within each heat map (one measure, one comparison)
+        for measure in MAP_MEASURES:
+            correct([c["tests"][f"{a}-{b}:{measure}"] for c in out_cells])
+    for c in out_cells:
+        c["tests"] = {k: t.to_dict() for k, t in c["tests"].items()}
+    floors = {r["key"]: r for r in results.values() if r.get("kind") == "floor"}
+    return {"cells": out_cells, "floors": list(floors.values()), "missing": missing}
