@@ -73,9 +73,10 @@ def _fmt(v: float | None, spec: str) -> str:
 def _row(r: dict[str, Any]) -> str:
     slope = "—" if r.get("slope") is None else f"{r['slope']:.2f}"
     if r.get("slope") is not None and r.get("expected_slope") is not None:
-        slope += f" (exp {r['expected_slope']:g})"
+        bound = r.get("details", {}).get("slope_is_bound")
+        slope += f" ({'≤' if bound else 'exp'} {r['expected_slope']:g})"
     return (
-        f"{r['claim_id']:30s} {r['kind']:5s} {r['verdict'].upper():14s} "
+        f"{r['claim_id']:30s} {r['kind']:12s} {r['verdict'].upper():14s} "
         f"{r['seconds']:6.2f} {slope:>15s} {_fmt(r.get('se'), '8.1e'):>8s}  {r['summary']}"
     )
 
@@ -90,7 +91,7 @@ def verdict_table(records: list[dict[str, Any]]) -> str:
     """The printed table: theorem claims (claim, kind, verdict, seconds, slope, SE, measured
     vs bound), then reproduction claims with each paired test on its own line."""
     head = (
-        f"{'claim':30s} {'kind':5s} {'verdict':14s} {'sec':>6s} {'slope':>15s} {'SE':>8s}  "
+        f"{'claim':30s} {'kind':12s} {'verdict':14s} {'sec':>6s} {'slope':>15s} {'SE':>8s}  "
         "measured vs bound"
     )
     theorems = [r for r in records if r["kind"] != "reproduction"]

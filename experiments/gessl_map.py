@@ -59,6 +59,8 @@ def make_spec(
 ) -> dict[str, Any]:
     """Everything the map's numbers depend on (its ``map_id`` is a hash of this)."""
     p = PROFILES[profile]
+    if seeds is not None and (not isinstance(seeds, int) or seeds < 2):
+        raise ValueError(f"seeds must be an integer >= 2 (paired comparisons), got {seeds!r}")
     return {
         "families": list(families or p["families"]),
         "sweep": {k: list(v) for k, v in (sweep or p["sweep"]).items()},
@@ -147,8 +149,10 @@ def summary_table(assembled: dict[str, Any]) -> str:
         parts = []
         for comp in ("gessl-plain", "gessl-meta"):
             t = c["tests"][f"{comp}:sigma_adapted"]
-            mean = t["mean"] if t["mean"] is not None else float("nan")
-            parts.append(f"{mean:+.4f} (p_Holm {t['p_holm']:.2g}, {t['direction']})")
+            if t["mean"] is None:
+                parts.append(f"— (all {t['diverged']} seeds diverged)")
+            else:
+                parts.append(f"{t['mean']:+.4f} (p_Holm {t['p_holm']:.2g}, {t['direction']})")
         div = "/".join(str(c["diverged"][m]) for m in ("plain", "meta", "gessl"))
         lines.append(
             f"{c['family']:12s} {c['knob']:15s} {c['value']!s:>12s}  {parts[0]:>34s}  "

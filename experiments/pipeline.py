@@ -158,6 +158,7 @@ def evaluate(
     report_tasks: int = 8,
     report_samples: int = 32,
     report_temperature: float = 0.1,
+    report_critic: str = "cosine",
     provider: str = "trained",
     provider_steps: int = 100,
 ) -> dict[str, Any]:
@@ -206,6 +207,7 @@ def evaluate(
         sets,
         provider=provider,
         temperature=report_temperature,
+        critic=report_critic,
         provider_steps=provider_steps,
     )
     method.train()

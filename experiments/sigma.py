@@ -94,9 +94,12 @@ def main(
             if step:
                 tr.fit(eval_every, progress=False)
                 seconds[mode] += sum(h["seconds"] for h in tr.history[-eval_every:])
-            temperature = gessl.get("sigma_temperature", 0.1)
             rep = universality_report(
-                tr.method, eval_sets, temperature=temperature, provider_steps=provider_steps
+                tr.method,
+                eval_sets,
+                temperature=gessl.get("sigma_temperature", 0.1),
+                critic=gessl.get("sigma_critic", "cosine"),  # π as in the σ-term
+                provider_steps=provider_steps,
             )
             for split, r in rep.items():
                 for key in ("sigma", "sigma_excess", "accuracy"):

@@ -113,7 +113,7 @@ def plot_map(assembled: dict[str, Any], title: str = "") -> Figure:
                                 linewidth=0,
                             )
                         )
-                        text += " n.s."
+                        text += " n.s." if text != "—" else ""
                     if t["diverged"]:
                         text += f" †{t['diverged']}"
                     ax.text(j, i, text, ha="center", va="center", fontsize=6)

@@ -103,9 +103,11 @@ def plot_claim(record: dict[str, Any]) -> Figure:
         verdict = record.get("verdict", "?")
         title = f"{record.get('claim_id', '?')} ({record.get('kind', '?')}): {verdict}"
         if record.get("slope") is not None and record.get("expected_slope") is not None:
+            bound = record.get("details", {}).get("slope_is_bound")
             title += (
                 f"\nfitted slope {record['slope']:.3f} ± {record.get('slope_se', 0):.3f}"
-                f" (expected {record['expected_slope']:g})"
+                + (f" (bound ≤ {record['expected_slope']:g})" if bound else "")
+                + ("" if bound else f" (expected {record['expected_slope']:g})")
             )
         ax.set_title(title, color=VERDICT_COLORS.get(verdict, "black"))
         if record.get("measured") or record.get("bounds"):
@@ -126,6 +128,10 @@ def _extra_panel(ax: Any, extra: dict[str, Any]) -> None:
         ax.plot(x, y, "o-", color=MEASURED_COLORS[i % len(MEASURED_COLORS)], label=s["label"])
     if extra.get("log_x"):
         ax.set_xscale("log")
+    xs = sorted({v for s in extra.get("series", []) for v in s["x"]})
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{v:g}" for v in xs])
+    ax.minorticks_off()
     ax.set_title(extra.get("title", ""), fontsize=9)
     ax.set_xlabel(extra.get("x_label", "x"))
     ax.set_ylabel(extra.get("y_label", ""))
@@ -153,7 +159,7 @@ def plot_reproduction(record: dict[str, Any]) -> Figure:
         )
         ax.axhline(0.0, color="#343a40", linewidth=0.8)
         for i, t in enumerate(tests):
-            color = MEASURED_COLORS[i % len(MEASURED_COLORS)] if i < 6 else BOUND_COLORS[2]
+            color = (MEASURED_COLORS + BOUND_COLORS[2:])[i % (len(MEASURED_COLORS) + 4)]
             diffs = [v for v in t["diffs"] if isinstance(v, (int, float))]
             xs = [
                 i + 0.25 * (j - (len(diffs) - 1) / 2) / max(len(diffs), 1)

@@ -36,7 +36,7 @@ from gessl.methods.base import Method, Params
 from gessl.sigma import kl_rows
 from gessl.tasks import Critic
 
-__all__ = ["DIRECTIONS", "Floor", "fit_floor"]
+__all__ = ["DIRECTIONS", "Floor", "fit_floor", "linear_critic_floor"]
 
 #: ``"sigma"`` = KL(π_model ‖ π*) (the paper's direction), ``"sigma_excess"`` = KL(π* ‖ π_model)
 DIRECTIONS = ("sigma", "sigma_excess")
@@ -154,3 +154,27 @@ def fit_floor(
     converged = grad_max <= grad_tol or mean <= value_tol
     fitted = {k: v.detach() for k, v in zip(names, leaves)}
     return Floor(mean, se, direction, kind, t, done, grad_max, bool(converged), fitted)
+
+
+def linear_critic_floor(
+    views: tuple[Tensor, Tensor],
+    log_p_opt: Tensor,
+    critic: str,
+    temperature: float,
+    direction: str = "sigma",
+) -> Floor:
+    """The shared floor of the family "linear map ``z = Wx + b`` (``W`` square), then the named
+    critic at ``temperature``" on these views, fitted from the identity map (so the value is at
+    most the σ of the raw views under that critic)."""
+    from gessl.methods import build_method
+    from gessl.models import Flatten
+
+    dim = views[0].shape[-1]
+    method = build_method(
+        "infonce", Flatten(dim), proj_dims=(dim,), critic=critic, temperature=temperature
+    )
+    init = {
+        "projector.0.weight": torch.eye(dim, dtype=torch.float64),
+        "projector.0.bias": torch.zeros(dim, dtype=torch.float64),
+    }
+    return fit_floor(method, method.task_critic(), views, log_p_opt, direction, init=init)

@@ -65,6 +65,8 @@ class PairedTest:
 
     def describe(self, fmt: str = "+.4f") -> str:
         """One line: mean, 95% CI, p and Holm-adjusted p, divergences."""
+        if self.n == 0:
+            return f"{self.name}: no seed finished (all {self.diverged} diverged)"
         lo, hi = self.ci
         txt = (
             f"{self.name}: {self.mean:{fmt}}, 95% CI [{lo:{fmt}}, {hi:{fmt}}], "
@@ -75,9 +77,11 @@ class PairedTest:
         return txt
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record: non-finite numbers (no finite seed) become ``None``."""
         d = asdict(self)
-        d["ci"] = list(self.ci)
-        d["diffs"] = [v if math.isfinite(v) else None for v in self.diffs]
+        d["ci"] = [_json(v) for v in self.ci]
+        d["diffs"] = [_json(v) for v in self.diffs]
+        d["mean"], d["se"] = _json(self.mean), _json(self.se)
         d.update(significant=self.significant, direction=self.direction)
         return d
 
@@ -85,9 +89,18 @@ class PairedTest:
     def from_dict(cls, d: dict[str, Any]) -> PairedTest:
         keys = {f for f in cls.__dataclass_fields__}  # type: ignore[attr-defined]
         kw = {k: v for k, v in d.items() if k in keys}
-        kw["ci"] = tuple(kw["ci"])
-        kw["diffs"] = [float("nan") if v is None else float(v) for v in kw["diffs"]]
+        kw["ci"] = tuple(_num(v) for v in kw["ci"])
+        kw["diffs"] = [_num(v) for v in kw["diffs"]]
+        kw["mean"], kw["se"] = _num(kw["mean"]), _num(kw["se"])
         return cls(**kw)
+
+
+def _json(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _num(v: float | None) -> float:
+    return float("nan") if v is None else float(v)
 
 
 def paired_test(name: str, diffs: Sequence[float]) -> PairedTest:

@@ -68,7 +68,15 @@ def test_any_number_of_workers_and_shards_give_the_same_map(tmp_path, monkeypatc
     out = tmp_path / "figs"
     assert figures(["--runs", str(shards), "--out", str(out), "--only", "gessl_map"]) == 1
     run_experiment(ex, {**SMALL, "shard": "3/3"}, runs_dir=str(shards))
-    assert figures(["--runs", str(shards), "--out", str(out), "--only", "gessl_map"]) == 0
+    command = ["-m", "paper_figures", "--runs", str(shards), "--out", str(out)]
+    proc = subprocess.run(  # the real command merges the three shards
+        [sys.executable, *command, "--only", "gessl_map"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "gessl_map: 4 files" in proc.stdout, proc.stderr[-2000:]
     merged = json.loads((out / "gessl_map_cells.json").read_text())
     whole = json.loads((d1 / "map_cells.json").read_text())
     assert merged["cells"] == json.loads(json.dumps(whole["cells"]))
@@ -115,6 +123,7 @@ def test_command_line_runs_a_map_and_refuses_bad_settings(tmp_path):
         ("sweep={'critic': ['euclid']}", "critic must be one of"),
         ("sweep={'learning_rate': [1.0]}", "sweep knob must be one of"),
         ("shard=3/2", "shard must look like 'i/n'"),
+        ("seeds=1", "seeds must be an integer >= 2"),
     ):
         bad = _cli(tmp_path / "bad", "profile=tiny", setting)
         assert bad.returncode != 0 and message in bad.stderr, (setting, bad.stderr[-1500:])

@@ -178,6 +178,7 @@ def test_holm_across_claims_can_turn_a_verdict():
     assert many[0]["verdict"] == "inconclusive"
     assert many[0]["details"]["tests"][0]["p_holm"] > many[0]["details"]["tests"][0]["p"]
     assert many[0]["details"]["holm_tests"] == 5
+    assert many[0]["details"]["tests"][0]["primary"] is True  # extra fields survive
 
 
 def test_reproduction_claims_record_every_test_level_and_floor():
@@ -185,7 +186,7 @@ def test_reproduction_claims_record_every_test_level_and_floor():
     assert r.kind == "reproduction" and r.verdict in REPRODUCTION_VERDICTS
     d = r.details
     assert [t["key"] for t in d["tests"]] == [spec[0] for spec in gc.TESTS]
-    assert [t["primary"] for t in d["tests"]] == [True, True, False, False, False, False, False]
+    assert [t["primary"] for t in d["tests"]] == [True, True] + [False] * 7
     assert all(len(t["diffs"]) == 3 for t in d["tests"])
     for mode in ("plain", "meta", "gessl"):
         assert set(d["levels"][mode]) >= {"sigma_phi", "excess_adapted", "sigma_term"}

@@ -1,7 +1,7 @@
 """GeSSL's generalisation to unseen tasks, checked on a heterogeneous task family.
 
 The paper's headline theory is a bound on the risk of unseen tasks (arXiv 2405.01053, v5
-abstract [SRC]); its statement is not available. Uniform-convergence bounds over tasks drawn
+abstract); its statement is not available. Uniform-convergence bounds over tasks drawn
 i.i.d. from an environment — the learning-to-learn bound of Maurer, Pontil & Romera-Paredes
 (JMLR 17, 2016) and the PAC-Bayes meta-learning bound of Amit & Meir (ICML 2018) — have a
 task-level term of order ``n^{-1/2}`` in the number ``n`` of training tasks, with the per-task
@@ -167,6 +167,7 @@ def gessl_task_generalization(budget: str, seed: int) -> ClaimResult:
         expected_slope=-0.5,
         details={
             "slopes": {m: {"slope": s[0], "se": s[1]} for m, s in slopes.items()},
+            "slope_is_bound": True,  # judged as "at most −1/2", not "equal to"
             "per_replicate": {k: v.tolist() for k, v in g.items()},
             "m_sweep": {"n": FIXED_N_FOR_M, "replicates": b["m_reps"], "gap_gessl": m_sweep},
             "extra_panel": {

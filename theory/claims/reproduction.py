@@ -53,9 +53,7 @@ def correct_across(records: Sequence[dict[str, Any]]) -> int:
     correct(every)
     for rec, (tests, primary) in zip(repro, per_record):
         for d, t in zip(rec["details"]["tests"], tests):
-            primary_flag = d.get("primary", False)
-            d.clear()
-            d.update(t.to_dict(), primary=primary_flag)
+            d.update(t.to_dict())  # the corrected numbers; extra fields (primary, key) stay
         c = judge(tests, primary)
         rec["verdict"], rec["reason"] = c.verdict, c.reason
         rec["details"]["holm_tests"] = len(every)
