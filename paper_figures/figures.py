@@ -120,17 +120,29 @@ def claims_summary(runs: list[RunRecord], out: Path) -> list[Path]:
             color = VERDICT_COLORS.get(rec["verdict"], "black")
             ax.add_patch(plt.Rectangle((0.30, y - 0.38), 0.09, 0.76, color=color, alpha=0.85))
             ax.text(0.0, y, rec["claim_id"], va="center", fontsize=8, family="DejaVu Sans Mono")
-            ax.text(0.255, y, rec["kind"], va="center", fontsize=8)
+            kind = "reprod." if rec["kind"] == "reproduction" else rec["kind"]
+            ax.text(0.255, y, kind, va="center", fontsize=8)
             ax.text(0.345, y, rec["verdict"], va="center", ha="center", fontsize=7, color="white")
             ax.text(0.40, y, textwrap.shorten(rec["summary"], 105), va="center", fontsize=7)
         ax.set_xlim(0, 1)
         ax.set_ylim(0.3, len(records) + 0.9)
-        counts = {v: sum(r["verdict"] == v for r in records) for v in VERDICT_COLORS}
-        ax.set_title(
+        theorems = [r for r in records if r["kind"] != "reproduction"]
+        repro = [r for r in records if r["kind"] == "reproduction"]
+
+        def tally(recs: list[dict[str, Any]], verdicts: tuple[str, ...]) -> str:
+            counts = {v: sum(r["verdict"] == v for r in recs) for v in (*verdicts, "error")}
+            return ", ".join(f"{n} {v}" for v, n in counts.items() if n or v != "error")
+
+        title = (
             f"experiments.bounds run {run.run_id} ({run.config.get('profile', '?')}): "
-            + ", ".join(f"{n} {v}" for v, n in counts.items() if n or v != "error"),
-            fontsize=10,
+            f"{len(theorems)} theorem claims: "
+            + tally(theorems, ("holds", "violated", "inconclusive"))
         )
+        if repro:
+            title += f"; {len(repro)} reproduction claims: " + tally(
+                repro, ("reproduced", "not reproduced", "inconclusive")
+            )
+        ax.set_title(title, fontsize=10)
         fig.tight_layout()
     return save_figure(fig, out, "claims_summary", [run.source()])
 
