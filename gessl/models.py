@@ -2,7 +2,7 @@
 
 Normalisation inside anything the GeSSL inner loop differentiates must not keep running
 statistics (they cannot be updated under ``torch.func.vmap`` and would leak across tasks), so the
-CNN uses GroupNorm and projector BatchNorm layers have ``track_running_stats=False`` (SPEC §2.5).
+CNN uses GroupNorm and projector BatchNorm layers have ``track_running_stats=False``.
 """
 
 from __future__ import annotations

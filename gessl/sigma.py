@@ -1,9 +1,9 @@
 """The σ-measurement: how far a model's task classifier is from the optimal task-specific one.
 
-Two directions, never mixed (theory.md §0, §C.2):
+Two directions, never mixed (``docs/settings.md``):
 
 * :func:`sigma` — the paper's definition as reported for v4 (Definition 3.2, via a third-party
-  review; paper.md §1.4bis, tag [SRC-2nd]):
+  review of the paper; ``docs/reconstruction.md``):
   ``σ(f) = E_tasks Σ_{x ∈ task} KL(π_f(x) ‖ π_{f*}(x))``, π the softmax over the task's N classes.
 * :func:`sigma_excess` — the reverse direction ``E_tasks Σ_x KL(π_{f*}(x) ‖ π_f(x))``. When
   ``f*`` is the Bayes posterior this equals ``n_query × (E InfoNCE(f) − E InfoNCE(f*))``
@@ -96,7 +96,7 @@ def sigma_excess(log_p_model: Tensor, log_p_opt: Tensor, validate: bool = True) 
     """The reverse direction: mean over tasks of ``Σ_queries KL(π_opt ‖ π_model)``.
 
     With ``π_opt`` the Bayes posterior this is ``n_query ×`` the excess cross-entropy of the model
-    over the Bayes classifier, in expectation over the queries' labels (theory.md §0).
+    over the Bayes classifier, in expectation over the queries' labels (``docs/settings.md``).
     """
     _validate_pair(log_p_model, log_p_opt, validate)
     return _reduce(kl_rows(log_p_opt, log_p_model))

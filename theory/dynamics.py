@@ -5,7 +5,7 @@ Learning", ICML 2023 (arXiv 2303.15438) [S, blog]. For ``f(x) = Wx`` and the los
 ``L(W) = ‖WΓWᵀ − I‖²_F`` (Barlow Twins with λ = 1 and no batch norm; Γ the symmetric PSD feature
 cross-correlation with eigenpairs ``(γ_j, u_j)``), gradient flow ``Ẇ = −∇L = −4(C − I)WΓ`` from
 the aligned start ``W(0) = diag(√(c_j(0)/γ_j)) U_mᵀ`` keeps ``C = WΓWᵀ`` diagonal and
-(theory.md §A6 [R, verified])::
+(docs/settings.md §7 [R, verified])::
 
     ċ_j = 8 γ_j c_j (1 − c_j)   ⇒   c_j(t) = c₀ e^{8γ_j t} / (1 − c₀ + c₀ e^{8γ_j t}),
     half-time t_j = ln((1 − c₀)/c₀) / (8 γ_j).

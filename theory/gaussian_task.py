@@ -1,7 +1,7 @@
 """Setting A3: the mini-batch-as-task Gaussian model, where the optimal task model is Bayes.
 
 A task has N classes (the batch indices); a query is a noisy view of one sample, its label the
-index of that sample (GeSSL's task view, arXiv 2405.01053 v4). theory.md §A3 [R, verified]:
+index of that sample (GeSSL's task view, arXiv 2405.01053 v4). docs/settings.md §2 [R, verified]:
 
 (a) prototypes ``x_1..x_N`` known, query ``x' = x_a + s ε``: the Bayes posterior (the optimal
     task-specific model) is ``π*_i(x') = softmax_i(−‖x' − x_i‖²/(2s²))``.

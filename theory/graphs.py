@@ -4,7 +4,7 @@ HaoChen, Wei, Gaidon & Ma, "Provable Guarantees for Self-Supervised Deep Learnin
 Contrastive Loss", NeurIPS 2021 (arXiv 2106.04156). Natural points ``x̄`` with probabilities
 ``p``, an augmentation kernel ``A(x | x̄)`` (rows of ``P``), edge weights ``w = Pᵀ diag(p) P``
 (§3.1), degrees ``w_x``, normalised adjacency ``Ā = D^{-1/2} w D^{-1/2}`` with eigenvalues
-``γ_1 = 1 ≥ γ_2 ≥ …``. Closed forms (theory.md §A1):
+``γ_1 = 1 ≥ γ_2 ≥ …``. Closed forms (docs/settings.md §3):
 
 * Lemma 3.2: with rows ``u_x = √w_x f(x)``, ``‖Ā − FFᵀ‖²_F = L(f) + ‖Ā‖²_F``;
 * Eckart–Young: ``f*(x) = w_x^{-1/2} [V_k diag(√γ_1..√γ_k)]_x`` and ``min L = −Σ_{i≤k} γ_i²``;
@@ -100,7 +100,7 @@ class AugmentationGraph:
         return float(np.sum(self.p[:, None] * self.P * wrong))
 
     def eigenvalue_bound(self, k: int) -> float:
-        """``4δ/λ_{k+1} + 8δ``; ``+inf`` when ``λ_{k+1} < 1e-10`` (vacuous, theory.md §C.4)."""
+        """``4δ/λ_{k+1} + 8δ``; ``+inf`` when ``λ_{k+1} < 1e-10`` (vacuous: disconnected)."""
         lam = self.laplacian_eigenvalues[k] if k < len(self.gammas) else 1.0
         return float("inf") if lam < 1e-10 else 4 * self.delta / lam + 8 * self.delta
 
@@ -159,7 +159,7 @@ def block_graph(
 
 
 def clump_grid_graph(h: float = 0.06, spacing: float = 0.01) -> AugmentationGraph:
-    """The 1-D two-class, four-clump grid of theory.md §A1 [R].
+    """The 1-D two-class, four-clump grid of docs/settings.md §3 [R].
 
     Natural points on a grid of [0, 2] restricted to class 0 = [0, 0.4] ∪ [0.65, 1.0] and
     class 1 = [1.0, 1.35] ∪ [1.6, 2.0] (gaps of 0.25 inside each class); augmentation

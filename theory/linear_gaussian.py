@@ -1,7 +1,7 @@
 """Setting A2: linear-Gaussian joint embedding, spectral and VICReg optima in closed form [R].
 
 Natural data ``x̄ ~ N(0, Σ)``; views ``x = x̄ + ξ``, ``x⁺ = x̄ + ξ'`` with ``ξ, ξ' ~ N(0, Σ_ξ)``;
-``S = Σ + Σ_ξ``; linear encoder ``f(x) = W x`` with ``W ∈ R^{k×d}`` (theory.md §A2).
+``S = Σ + Σ_ξ``; linear encoder ``f(x) = W x`` with ``W ∈ R^{k×d}`` (docs/settings.md §4).
 
 * Spectral contrastive population loss: ``L(W) = −2 tr(WΣWᵀ) + tr((WSWᵀ)²)``. With
   ``V = W S^{1/2}`` and ``K = S^{-1/2} Σ S^{-1/2}``, ``L = ‖VᵀV − K‖² − ‖K‖²``, so
@@ -92,7 +92,8 @@ class LinearGaussianViews:
 
 def random_instance(rng: np.random.Generator, d: int = 6, gap: float = 0.15) -> LinearGaussianViews:
     """An instance with *anisotropic* view noise (so the optimum is not PCA by accident) and a
-    generalised eigengap ``κ_k − κ_{k+1} ≥ gap`` after k = 2 (theory.md §A2: keep it ≥ 0.1)."""
+    generalised eigengap ``κ_k − κ_{k+1} ≥ gap`` after k = 2 (≥ 0.1 keeps the
+    optimal subspace well defined)."""
     for _ in range(1000):
         a = rng.standard_normal((d, d))
         sigma = a @ a.T / d + np.diag(np.linspace(2.0, 0.2, d))

@@ -1,7 +1,7 @@
 """Setting A5: linear multi-task regression — n tasks × m samples sharing a k-dim representation.
 
 ``x ~ N(0, I_d)``, ``B ∈ R^{d×k}`` orthonormal, task heads ``w_t ~ N(0, I_k)``,
-``y = xᵀBw_t + σξ`` (theory.md §A5 [R]). The task-specific optimum given a representation
+``y = xᵀBw_t + σξ`` (docs/settings.md §6 [R]). The task-specific optimum given a representation
 ``B̂`` is least squares; two estimators of ``B``:
 
 * method of moments (Tripuraneni, Jin & Jordan, ICML 2021 [M]): top-k eigenvectors of

@@ -1,5 +1,5 @@
 """Setting A7: the uniform distribution on the sphere, alignment/uniformity and the InfoNCE
-large-M limit (Wang & Isola, ICML 2020, arXiv 2005.10242; closed forms theory.md §A7 [R])."""
+large-M limit (Wang & Isola, ICML 2020, arXiv 2005.10242; closed forms docs/settings.md §8 [R])."""
 
 from __future__ import annotations
 

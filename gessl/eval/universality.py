@@ -2,8 +2,8 @@
 
 The paper (arXiv 2405.01053, v4) calls a representation universal when it is discriminative
 (good on training tasks), generalises (good on fresh tasks of the same data) and transfers (good
-on tasks of unseen classes); σ measures the gap to the optimal task-specific models (paper.md
-§1.2–1.4). The optimal model of a task comes from a *provider* (SPEC §2.4):
+on tasks of unseen classes); σ measures the gap to the optimal task-specific models
+(``docs/reconstruction.md``). The optimal model of a task comes from a *provider*:
 
 * ``trained`` — a copy of the model fine-tuned on the task's support views with the method's own
   loss until the mean support loss stops improving (evaluation only; reconstruction of "optimal

@@ -41,8 +41,8 @@ def infonce(
     Args:
         z1, z2: ``[N, D]`` embeddings of two views; row ``i`` of each comes from sample ``i``.
             ``[T, N, D]`` evaluates T tasks at once and returns the mean over tasks.
-        temperature: τ > 0. Default 0.07 (Wu et al. 2018 / MoCo; the same group's PID-SSL code,
-            paper.md §1.1). CPC itself has no temperature.
+        temperature: τ > 0. Default 0.07 (Wu et al. 2018 / MoCo; the GeSSL authors' PID-SSL code,
+            ``docs/reconstruction.md``). CPC itself has no temperature.
         critic: a named critic of :mod:`gessl.tasks` — ``"cosine"`` (default), ``"dot"`` (the
             raw inner product, under which InfoNCE with τ = s² is Bayes-optimal for prototypes on
             a sphere, ``docs/settings.md``), ``"neg_sq_distance"`` or ``"two_headed"`` (the
@@ -74,8 +74,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> LossOutput:
     """SimCLR's NT-Xent loss over 2N views (Chen et al. 2020, arXiv 2002.05709, eq. 1).
 
     The 2N embeddings are L2-normalised; anchor ``i`` has positive ``i+N (mod 2N)`` and 2N−1
-    candidates: its own similarity is masked with ``-inf`` (masking with 0 would bias the loss,
-    theory.md §C.9). The loss is the mean over all 2N anchors.
+    candidates: its own similarity is masked with ``-inf`` (masking with 0 would leave
+    an ``e^0`` term in the denominator and bias the loss). The loss is the mean over all 2N anchors.
 
     Args:
         temperature: τ > 0; default 0.5, SimCLR's CIFAR-10 setting.

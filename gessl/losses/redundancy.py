@@ -1,6 +1,6 @@
 """Redundancy-reduction losses on batch statistics: Barlow Twins and VICReg.
 
-Conventions (they differ between the two, theory.md §C.6): Barlow Twins standardises each
+Conventions (they differ between the two papers' code): Barlow Twins standardises each
 feature with the *biased* batch variance (BatchNorm without affine); VICReg uses the *unbiased*
 variance and divides its covariance by N − 1.
 """
@@ -51,7 +51,7 @@ def barlow_twins(
         eps: added to the variance in BN (PyTorch BatchNorm's default 1e-5). With ``eps = 0`` the
             loss is exactly invariant to per-feature positive affine maps of each view.
         check_rank: raise ``ValueError`` if ``D >= N``: BN centres the columns, so rank(C) ≤ N − 1
-            and ``C = I`` (loss 0) is then unreachable (theory.md §B4.2).
+            and ``C = I`` (loss 0) is then unreachable.
         batchnorm: standardise features (the method). ``False`` uses the raw cross-correlation
             ``C = z1ᵀz2/N``, the linearised model of Simon et al. 2023 (arXiv 2303.15438), whose
             loss with ``lambda_offdiag=1`` is ``‖C − I‖²_F``.
@@ -117,7 +117,7 @@ def vicreg(
             each view's variance term by 2, i.e. uses ``μ [v(z1) + v(z2)] / 2``; ``True`` matches
             it (vicreg#8). Default ``False`` follows the paper.
         check_rank: raise ``ValueError`` if ``D > N − 1``: a full-rank diagonal covariance, hence
-            L = 0, is then impossible (theory.md §B5.1).
+            L = 0, is then impossible (the centred batch has rank ≤ N − 1).
 
     Terms: ``invariance`` s, ``variance`` v(z1) + v(z2) (halved if ``variance_halving``),
     ``covariance`` c(z1) + c(z2) — all unweighted.

@@ -25,14 +25,15 @@ def spectral(z1: Tensor, z2: Tensor, mu: float = 1.0, projection: bool = False) 
 
     ``L̂ = −(2/B) Σ_i z1_iᵀ z2_i + (1/(B(B−1))) Σ_{i≠j} (z1_iᵀ z2_j)²``, whose expectation over
     batches is the population loss ``−2 E[f(x)ᵀf(x⁺)] + E[(f(x)ᵀf(x'))²]`` (pairs ``i = j`` are
-    excluded: including them biases it, theory.md §C.10).
+    excluded: including them adds the squared norms ``(z1_iᵀz2_i)²`` and biases it).
 
     Args:
         mu: μ > 0, used only with ``projection``.
         projection: the authors' code (jhaochenz96/spectral_contrastive_learning,
             ``models/spectral.py``) first projects each row onto the ball of radius √μ and then
             divides the loss by μ; not in the paper. With it the loss is ≥ −2; without it, it is
-            unbounded below once D ≥ B (theory.md §B3.4). Default ``False`` (paper).
+            unbounded below once D ≥ B (the repulsion term can then be driven to 0 while the
+            attraction grows). Default ``False`` (paper).
 
     Terms: ``attraction`` = −(2/B) Σ z1_iᵀz2_i, ``repulsion`` = the mean squared off-diagonal
     cross-view inner product (before the division by μ).

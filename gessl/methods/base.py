@@ -16,7 +16,7 @@ without touching the module: every computation takes a ``params`` dict (names as
   ``None``; :func:`resolve_critic` turns a critic name, or ``"method"``, into a critic this
   method's embeddings can use;
 * ``update_state(a, b, targets)`` — momentum, queue and center updates, once per outer step and
-  never inside the inner loop (SPEC §2.5).
+  never inside the inner loop (``docs/reconstruction.md``).
 """
 
 from __future__ import annotations

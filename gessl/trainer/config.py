@@ -1,7 +1,7 @@
 """Every GeSSL option, named, documented and validated in one place.
 
-The algorithm (SPEC §2.5) is our **reconstruction** of GeSSL (arXiv 2405.01053, v4, with the v5
-threshold network as an option; ``shared/research/paper.md`` §2.2–2.3, gaps G1, G2, G5–G8). Nothing
+The algorithm is our **reconstruction** of GeSSL (arXiv 2405.01053, v4, with the v5 threshold
+network as an option; every gap and the option that names it: ``docs/reconstruction.md``). Nothing
 here was read from the paper's code or tables: K, α, λ, γ, M and the rest are ours to ablate.
 """
 
@@ -35,7 +35,8 @@ class GeSSLConfig:
             task-specific models"; value not recovered — ours).
         inner_lr: α, the inner SGD step size.
         lookahead_steps: λ, the "future updates": extra steps from the adapted model, taken
-            without a graph, giving the target θ̃ (BMG-style bootstrap; paper.md §1.4).
+            without a graph, giving the target θ̃ (the bootstrapped target of Flennerhag et
+            al., ICLR 2022, arXiv 2109.04504).
         sigma_weight: γ, weight of the σ-term ``KL(π_θ ‖ π_θ̃)`` on the query views.
         sigma_critic: the critic of the N-way task classifier π in the σ-term (query-view
             embeddings against the other query view's): a name of :data:`gessl.tasks.CRITICS`,
@@ -52,7 +53,7 @@ class GeSSLConfig:
         threshold: ``"none"`` (v4) or ``"learned"``: a small network g maps task statistics to a
             tolerance δ and the inner loss becomes ``ℓ + γ·h(KL_support − δ)`` with ``h`` a
             smooth hinge; g is trained through the inner steps by the outer loss (our reading of
-            v5, paper.md §2.3(a)).
+            v5, ``docs/reconstruction.md``).
         threshold_hidden: width of g's hidden layer.
         threshold_sharpness: β of the smooth hinge ``softplus(x, β)``; large β approaches
             ``relu``, whose δ-gradient through an SGD step is zero almost everywhere.

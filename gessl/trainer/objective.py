@@ -1,6 +1,6 @@
 """The per-task GeSSL objective as a pure function of parameters (for ``torch.func``).
 
-Reconstruction of GeSSL v4 (SPEC §2.5; paper.md §2.2), for one task with support views
+Reconstruction of GeSSL v4 (``docs/reconstruction.md``), for one task with support views
 ``(sa, sb)`` and query views ``(qa, qb)`` of the same N samples::
 
     θ ← φ;  K times: θ ← θ − α ∇ℓ_ssl(θ; support)          (task-specific model)

@@ -232,7 +232,7 @@ class Claim:
         id: short identifier (ours).
         statement: what is asserted, in words.
         source: paper and theorem/equation it comes from.
-        provenance: tag from theory.md — ``[S]`` primary source read, ``[S2]`` secondary
+        provenance: tag — ``[S]`` primary source read, ``[S2]`` secondary
             restatement, ``[M]`` from memory of the primary, ``[R]`` derived here and checked
             numerically, ``RECON`` our reconstruction of the GeSSL paper.
         kind: ``"exact"``, ``"rate"`` or ``"reproduction"``.

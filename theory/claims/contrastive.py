@@ -42,7 +42,7 @@ def _gen(seed: int, salt: int) -> torch.Generator:
     "A collapsed encoder (all embeddings equal) has InfoNCE loss exactly log N and NT-Xent loss "
     "exactly log(2N − 1), for every N.",
     "InfoNCE: van den Oord et al. 2018 (arXiv 1807.03748); NT-Xent: Chen et al. 2020; "
-    "theory.md §B1–B2",
+    "docs/settings.md §2",
     "[R]",
     "exact",
 )
@@ -85,7 +85,7 @@ def collapse_values(budget: str, seed: int) -> ClaimResult:
     "sigma_excess_identity",
     "The excess InfoNCE of any encoder over the Bayes-optimal task model equals sigma_excess "
     "per query, E KL(π* ‖ π_f); the paper's direction sigma = E KL(π_f ‖ π*) differs from it.",
-    "theory.md §0 and §A3 (derived and verified); σ direction: GeSSL v4 Def. 3.2 [S2]",
+    "docs/settings.md §1–2 (derived and verified); σ direction: GeSSL v4 Def. 3.2 [S2]",
     "[R]",
     "exact",
 )
@@ -148,7 +148,7 @@ def sigma_excess_identity(budget: str, seed: int) -> ClaimResult:
     "sigma_zero_at_bayes",
     "σ ≥ 0 and sigma_excess ≥ 0 for every encoder, both exactly 0 at the Bayes encoder: InfoNCE "
     "with a dot-product critic and τ = s² for prototypes on a sphere; a cosine critic stays > 0.",
-    "theory.md §A3(a′), §B6, §C.19",
+    "docs/settings.md §2 (prototypes on a sphere)",
     "[R]",
     "exact",
 )
@@ -318,7 +318,8 @@ def wang_isola_limit(budget: str, seed: int) -> ClaimResult:
     "uniformity_closed_form",
     "For embeddings uniform on S^{d−1}, L_uniform(t) = −2t + log(Γ(d/2) t^{1−d/2} I_{d/2−1}(2t)); "
     "gessl.eval.uniformity estimates it without bias beyond Monte-Carlo error.",
-    "Wang & Isola 2020 (arXiv 2005.10242), definition of L_uniform; closed form theory.md §A7",
+    "Wang & Isola 2020 (arXiv 2005.10242), definition of L_uniform; closed form "
+    "docs/settings.md §8",
     "[R]",
     "exact",
 )

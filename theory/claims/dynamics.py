@@ -41,7 +41,7 @@ def _gradient_descent(
     "Gradient flow on the linearised Barlow Twins loss ‖WΓWᵀ − I‖² from an aligned small start "
     "follows c_j(t) = c₀e^{8γ_j t}/(1 − c₀ + c₀e^{8γ_j t}): eigendirections are learned one at a "
     "time, at half-times ∝ 1/γ_j; from a small random start the order of the steps is the same.",
-    "Simon et al., ICML 2023 (arXiv 2303.15438) [S, blog]; closed form theory.md §A6 [R]",
+    "Simon et al., ICML 2023 (arXiv 2303.15438) [S, blog]; closed form docs/settings.md §7 [R]",
     "[R]",
     "exact",
 )

@@ -24,7 +24,7 @@ from theory.linear_gaussian import subspace_sin2
 from theory.multitask import MultiTaskLinear
 
 f64 = torch.float64
-#: the task model of the generalisation claims: d = 4, s = 0.8, R = 2, N = m = 8 (theory.md §A3)
+#: the generalisation claims' task model: d = 4, s = 0.8, R = 2, N = m = 8 (docs/settings.md §2)
 TASKS = SphereTasks(n_classes=8, dim=4, noise=0.8, radius=2.0)
 #: norm budget of the bilinear critic class: twice the Bayes critic's ‖I/s²‖_F
 NORM_BOUND = 2 * math.sqrt(TASKS.dim) / TASKS.noise**2
@@ -91,7 +91,7 @@ def _sweep(budget: str, seed: int) -> dict[str, np.ndarray]:
     "In the Gaussian task model with a free bilinear critic (p = d² parameters) fitted on n tasks "
     "of m queries, the test excess InfoNCE on unseen tasks decays like p/(2nm) (slope −1), faster "
     "than the n^{-1/2} of uniform-convergence bounds.",
-    "theory.md §A3 (verified); classical MLE asymptotics (Akaike; White 1982)",
+    "docs/settings.md §2 (verified); classical MLE asymptotics (Akaike; White 1982)",
     "[R]",
     "rate",
     group="task_sweep",
@@ -187,7 +187,7 @@ def task_rademacher_bound(budget: str, seed: int) -> ClaimResult:
     "minimisation reaches the fast rate sin²θ ∝ dk/(nT) (slope −1) once nT ≥ 25dk, strictly "
     "faster than the slow-rate (nT)^{-1/2} of Maurer-type bounds.",
     "Du, Hu, Kakade, Lee & Lei, ICLR 2021 (arXiv 2002.09434) [S2]; Maurer, Pontil & "
-    "Romera-Paredes, JMLR 2016 [M]; setting theory.md §A5",
+    "Romera-Paredes, JMLR 2016 [M]; setting docs/settings.md §6",
     "[S2]",
     "rate",
 )
@@ -250,7 +250,7 @@ def multitask_fast_rate(budget: str, seed: int) -> ClaimResult:
     "For the latent-class mixture and any encoder, (1 − τ) L_sup^μ(f) + τ ℓ(0) ≤ L_un(f), with τ "
     "the class-collision probability — here anchor by anchor, for random and well-aligned "
     "encoders.",
-    "Arora et al., ICML 2019 (arXiv 1902.09229), Lemma 4.3 form; derivation theory.md §A4",
+    "Arora et al., ICML 2019 (arXiv 1902.09229), Lemma 4.3 form; derivation docs/settings.md §5",
     "[M]",
     "exact",
 )

@@ -33,7 +33,7 @@ def _t(x: np.ndarray) -> torch.Tensor:
     "and the minimum of the spectral loss over k-dim features is −Σ_{i≤k} γ_i², attained by the "
     "top-k eigenvectors of Ā.",
     "HaoChen et al. 2021 (arXiv 2106.04156), Lemma 3.2 and the Eckart–Young optimum; the additive "
-    "constant derived in theory.md §A1",
+    "constant derived in docs/settings.md §3",
     "[S]",
     "exact",
 )
@@ -176,8 +176,8 @@ def spectral_probe_bound(budget: str, seed: int) -> ClaimResult:
     "W* = diag(√κ)U_kᵀS^{-1/2} with value −Σκ_i², the hard-constraint VICReg optimum spans the "
     "same (generalised-eigenvector) subspace, and the library's batch losses estimate the closed "
     "forms.",
-    "theory.md §A2 (derived, verified); Balestriero & LeCun 2022 (arXiv 2205.11508) [S2] for the "
-    "spectral-embedding view",
+    "docs/settings.md §4 (derived, verified); Balestriero & LeCun 2022 (arXiv 2205.11508) [S2] "
+    "for the spectral-embedding view",
     "[R]",
     "exact",
 )
@@ -261,7 +261,7 @@ def linear_gaussian_optima(budget: str, seed: int) -> ClaimResult:
     "linear_gaussian_subspace_rate",
     "The plug-in estimate of the optimal subspace from n view pairs has sin²θ error decaying as "
     "n^{-1} (Davis–Kahan: sinθ ≲ ‖Σ̂ − Σ‖/eigengap).",
-    "theory.md §A2 expected curve; Davis–Kahan sin θ theorem",
+    "docs/settings.md §4 expected curve; Davis–Kahan sin θ theorem",
     "[R]",
     "rate",
 )

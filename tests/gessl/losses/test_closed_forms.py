@@ -1,4 +1,4 @@
-"""Closed-form values and bounds of the losses (theory.md §B), in float64."""
+"""Closed-form values and bounds of the losses (see their docstrings), in float64."""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def naive_infonce(z1, z2, temperature=0.07):
 
 
 def ntxent_masked_with_zero(z1, z2, temperature=0.5):
-    """NT-Xent whose self-similarity is masked with 0 instead of −inf (theory.md §C.9)."""
+    """NT-Xent whose self-similarity is masked with 0 instead of −inf (a spurious e^0 term)."""
     n = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2]), dim=1)
     logits = (z @ z.T / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool), 0.0)
@@ -82,7 +82,7 @@ def ntxent_masked_with_zero(z1, z2, temperature=0.5):
 
 
 def spectral_with_diagonal(z1, z2, mu=1.0, projection=False):
-    """Spectral loss whose repulsion includes the i = j pairs (biased, theory.md §C.10)."""
+    """Spectral loss whose repulsion includes the i = j pairs (biased)."""
     return -2 * (z1 * z2).sum(1).mean() + (z1 @ z2.T).pow(2).mean()
 
 
