@@ -101,8 +101,7 @@ def verdict_table(records: list[dict[str, Any]]) -> str:
     lines.append("-" * len(head))
     held = sum(r["verdict"] == "holds" for r in theorems)
     lines.append(
-        f"{len(theorems)} claims: {held} hold, "
-        + _counts(theorems, ("violated", "inconclusive")).replace(" violated", " violated")
+        f"{len(theorems)} claims: {held} hold, " + _counts(theorems, ("violated", "inconclusive"))
     )
     for r in theorems:
         if r["verdict"] != "holds":

@@ -30,10 +30,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import vmap
 
 from gessl.data import TaskBatch
-from gessl.eval.universality import adapt_per_task
+from gessl.eval.universality import adapt_per_task, model_log_probs
 from gessl.methods import Method, build_method
 from gessl.models import MLP, Flatten
 from gessl.sigma import kl_rows
@@ -213,13 +212,6 @@ def concat_tasks(parts: list[tuple[TaskBatch, Tensor]]) -> tuple[TaskBatch, Tens
     return batch, torch.cat([p for _, p in parts])
 
 
-def _log_pi(method: Method, params: dict[str, Tensor], batch: TaskBatch, per_task: bool) -> Tensor:
-    embed = vmap(method.embed, in_dims=(0 if per_task else None, 0))
-    return method.task_critic().log_probs(
-        embed(params, batch.query_a), embed(params, batch.query_b)
-    )
-
-
 def evaluate(
     test: FairTest,
     method: Method,
@@ -244,10 +236,10 @@ def evaluate(
     adapted, _ = adapt_per_task(method, batch, k, lr, start=phi, names=names)
     # θ̃: λ more steps from θ_K, i.e. K + λ deterministic full-batch steps from φ
     target, _ = adapt_per_task(method, batch, k + lam, lr, start=phi, names=names)
-    with torch.no_grad():
-        lp_phi = _log_pi(method, phi, batch, False)
-        lp_ad = _log_pi(method, adapted, batch, True)
-        lp_tg = _log_pi(method, target, batch, True)
+    critic, qa, qb = method.task_critic(), batch.query_a, batch.query_b
+    lp_phi = model_log_probs(method, phi, qa, qb, critic, batched_params=False)
+    lp_ad = model_log_probs(method, adapted, qa, qb, critic, batched_params=True)
+    lp_tg = model_log_probs(method, target, qa, qb, critic, batched_params=True)
     labels = torch.arange(n)
 
     def per_query(x: Tensor) -> float:

@@ -25,7 +25,7 @@ family's true minimum).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -58,8 +58,7 @@ class Floor:
     params: dict[str, Tensor] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("params")
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "params"}
         return {
             k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()
         }

@@ -238,21 +238,18 @@ def assemble(spec: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> 
         per_mode: dict[str, list[dict[str, float] | None]] = {}
         diverged: dict[str, int] = {}
         for mode in ("plain", "meta", "gessl"):
-            rows = []
+            rows, diverged[mode] = [], 0
             for seed in range(spec["seeds"]):
                 res = results.get(train_key(cell["family"], mode, cell["options"], seed))
                 if res is None:
                     missing += 1
                     rows.append(None)
-                    continue
-                rows.append(None if res["diverged"] else res["metrics"][ev])
+                elif res["diverged"]:
+                    diverged[mode] += 1
+                    rows.append(None)
+                else:
+                    rows.append(res["metrics"][ev])
             per_mode[mode] = rows
-            diverged[mode] = sum(
-                1
-                for seed in range(spec["seeds"])
-                if (r := results.get(train_key(cell["family"], mode, cell["options"], seed)))
-                and r["diverged"]
-            )
         nan = float("nan")
         entry = {k: cell[k] for k in ("family", "knob", "value")}
         entry["diverged"] = diverged
