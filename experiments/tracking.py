@@ -18,6 +18,7 @@ from typing import Any
 with warnings.catch_warnings():  # sacred 0.8.7 imports pkg_resources (deprecated)
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     from sacred import SETTINGS, Experiment
+    from sacred.host_info import host_info_gatherer
     from sacred.observers import FileStorageObserver
     from sacred.utils import apply_backspaces_and_linefeeds
 
@@ -39,9 +40,46 @@ def default_runs_dir() -> str:
     return os.environ.get("GESSL_RUNS_DIR", "runs")
 
 
+@host_info_gatherer("gessl_version")
+def _gessl_version() -> str:
+    """The installed project version (``run.json → host.gessl_version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gessl-lab")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@host_info_gatherer("gessl_commit")
+def _gessl_commit() -> str | None:
+    """The project's git commit (``+dirty`` when the work tree has changes), or ``None``."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def make_experiment(name: str) -> Experiment:
-    """A Sacred experiment whose captured output is cleaned of progress-bar redraws."""
-    ex = Experiment(name, save_git_info=False)
+    """A Sacred experiment whose captured output is cleaned of progress-bar redraws.
+
+    Its records name the project version and git commit in ``run.json → host``.
+    """
+    ex = Experiment(name, save_git_info=False, additional_host_info=[_gessl_version, _gessl_commit])
     ex.captured_out_filter = apply_backspaces_and_linefeeds
     return ex
 

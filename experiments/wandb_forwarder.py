@@ -1,6 +1,6 @@
 """A Sacred observer that forwards a run to Weights & Biases.
 
-Why our own (ecosystem.md §4): ``wandb.integration.sacred.WandbObserver`` starts a W&B run in its
+Why our own: ``wandb.integration.sacred.WandbObserver`` starts a W&B run in its
 constructor (even for ``print_config``), drops Sacred's step numbers and never finishes the run.
 This forwarder starts W&B when the Sacred run starts, logs every metric against a custom x-axis
 ``sacred_step`` that keeps Sacred's steps, logs figures (image artifacts) and tables (from

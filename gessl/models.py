@@ -126,7 +126,8 @@ class _BasicBlock(nn.Module):
 
 class ResNet18(nn.Module):
     """CIFAR ResNet-18: 3×3 stride-1 stem and no max-pool (the CIFAR variant whose absence is the
-    usual cause of "cannot reproduce", anchors-ssl.md §4), four stages of two basic blocks with
+    usual cause of "cannot reproduce" reports for CIFAR SimCLR numbers; He et al. 2016 for the
+    blocks), four stages of two basic blocks with
     widths ``w, 2w, 4w, 8w`` (``w = 64`` is the standard network; smaller widths for CPUs), global
     average pooling. ``norm="group"`` (default) or ``"batch"`` without running statistics."""
 

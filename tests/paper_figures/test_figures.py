@@ -143,7 +143,7 @@ def runs(tmp_path) -> Path:
         {},
         result={"table": {"columns": ["config", "ratio"], "rows": [["gessl K=1", 2.31]]}},
     )
-    from tests.theory.test_map_grid import SPEC, _fake_results
+    from tests.theory.test_map_grid import MAP_SPEC, _fake_results
     from theory.map_grid import map_id, plan
 
     _run(
@@ -151,13 +151,13 @@ def runs(tmp_path) -> Path:
         8,
         "gessl_map",
         {"profile": "tiny"},
-        info={"map_id": map_id(SPEC), "shard": "1/1"},
+        info={"map_id": map_id(MAP_SPEC), "shard": "1/1"},
         artifacts={
             "map.json": {
-                "map_id": map_id(SPEC),
-                "spec": SPEC,
-                "jobs_total": len(plan(SPEC)),
-                "results": _fake_results(SPEC, -0.2),
+                "map_id": map_id(MAP_SPEC),
+                "spec": MAP_SPEC,
+                "jobs_total": len(plan(MAP_SPEC)),
+                "results": _fake_results(MAP_SPEC, -0.2),
             }
         },
     )

@@ -8,7 +8,7 @@ import pytest
 
 from theory.map_grid import BASE, PROFILES, assemble, cells, map_id, plan, shard_of, train_key
 
-SPEC = {
+MAP_SPEC = {
     "families": ["homogeneous", "subspace"],
     "sweep": {
         "inner_lr": [0.1, 0.3],
@@ -24,7 +24,7 @@ SPEC = {
 
 
 def test_jobs_are_deduplicated_across_cells():
-    jobs = plan(SPEC)
+    jobs = plan(MAP_SPEC)
     train = [j for j in jobs if j["kind"] == "train"]
     # per family: plain depends on the critic only (2), meta on α and the critic (3: the base
     # cell is shared), GeSSL on every knob (4 distinct settings: base, α=0.3, γ=0, cosine)
@@ -38,11 +38,11 @@ def test_jobs_are_deduplicated_across_cells():
     assert {len(j["evals"]) for j in base_plain} == {2}
     floors = [j for j in jobs if j["kind"] == "floor"]
     assert len(floors) == 2 * 2  # family × critic
-    assert len({j["key"] for j in jobs}) == len(jobs) and jobs == plan(SPEC)  # fixed order
+    assert len({j["key"] for j in jobs}) == len(jobs) and jobs == plan(MAP_SPEC)  # fixed order
 
 
 def test_shards_partition_the_jobs_and_bad_shards_raise():
-    jobs = plan(SPEC)
+    jobs = plan(MAP_SPEC)
     parts = [shard_of(jobs, f"{i}/3") for i in (1, 2, 3)]
     keys = [j["key"] for p in parts for j in p]
     assert sorted(keys) == sorted(j["key"] for j in jobs) and len(keys) == len(set(keys))
@@ -50,8 +50,12 @@ def test_shards_partition_the_jobs_and_bad_shards_raise():
         with pytest.raises(ValueError, match="shard must look like 'i/n' with 1 <= i <= n"):
             shard_of(jobs, bad)
     with pytest.raises(ValueError, match="sweep knob must be one of"):
-        cells({**SPEC, "sweep": {"learning_rate": [1]}})
-    assert map_id(SPEC) == map_id(json.loads(json.dumps(SPEC))) != map_id({**SPEC, "seeds": 5})
+        cells({**MAP_SPEC, "sweep": {"learning_rate": [1]}})
+    assert (
+        map_id(MAP_SPEC)
+        == map_id(json.loads(json.dumps(MAP_SPEC)))
+        != map_id({**MAP_SPEC, "seeds": 5})
+    )
 
 
 def _fake_results(spec, gessl_shift, diverge=()):
@@ -84,8 +88,8 @@ def _fake_results(spec, gessl_shift, diverge=()):
 
 
 def test_assembly_pairs_seeds_counts_divergence_and_corrects_across_cells():
-    res = _fake_results(SPEC, -0.2, diverge={("gessl", 3)})
-    a = assemble(SPEC, res)
+    res = _fake_results(MAP_SPEC, -0.2, diverge={("gessl", 3)})
+    a = assemble(MAP_SPEC, res)
     assert a["missing"] == 0 and len(a["cells"]) == 2 * 6 and len(a["floors"]) == 4
     c = a["cells"][0]
     t = c["tests"]["gessl-plain:sigma_adapted"]
@@ -96,9 +100,9 @@ def test_assembly_pairs_seeds_counts_divergence_and_corrects_across_cells():
     assert c["levels"]["plain"]["sigma_adapted"] == pytest.approx(1.015)
     assert c["tests"]["gessl-meta:sigma_adapted"]["mean"] == pytest.approx(-0.1 + 0.005)
     # a missing job is reported, not invented
-    key = train_key("subspace", "gessl", cells(SPEC)[-1]["options"], 0)
+    key = train_key("subspace", "gessl", cells(MAP_SPEC)[-1]["options"], 0)
     partial = {k: v for k, v in res.items() if k != key}
-    assert assemble(SPEC, partial)["missing"] >= 1
+    assert assemble(MAP_SPEC, partial)["missing"] >= 1
 
 
 def test_profiles_sweep_every_knob_the_issue_names():
