@@ -36,7 +36,7 @@ COLUMNS = ["linear_probe", "few_shot", "sigma_fresh", "sigma_held_out", "train_s
 def config() -> None:
     method = "simclr"
     parameter = "lookahead_steps"  # any GeSSLConfig field
-    values = [0, 1, 2, 4]
+    values = [0, 1, 2, 4]  # the values of the parameter, one training per value and seed
     gessl = dict(DEFAULT_GESSL)
     dataset = "digits"
     data_root = None
@@ -46,7 +46,7 @@ def config() -> None:
     steps = 150
     tasks_per_step = 4
     n_samples = 32
-    seeds = [0]
+    seeds = [0]  # seeds of every value (paired across values)
     evaluation = {"few_shot_way": 5, "few_shot_episodes": 200, "provider_steps": 60}
 
 

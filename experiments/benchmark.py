@@ -1,6 +1,6 @@
 """What GeSSL costs: step-time ratios against the plain step and the algorithmic minimum.
 
-    python -m experiments.benchmark                    # quick profile (~3 min here)
+    python -m experiments.benchmark                    # quick profile (~3 min on 2 CPU cores)
     python -m experiments.benchmark with profile=full
 
 Everything is measured side by side in one process: each configuration is warmed up, then the
@@ -58,14 +58,14 @@ PROFILES = {
 
 @ex.config
 def config() -> None:
-    profile = "quick"
-    methods = ["simclr", "byol"]
-    encoders = ["mlp", "cnn"]
+    profile = "quick"  # "quick" (rounds and grid of the README table), "full", "tiny" (tests)
+    methods = ["simclr", "byol"]  # methods timed
+    encoders = ["mlp", "cnn"]  # backbones timed
     n_samples = 32
     tasks_per_step = 8
     memory = True  # peak-memory subprocesses
     bounds_end_to_end = True  # time `python -m experiments.bounds` (quick)
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads()  # torch threads (default: as many as torch uses)
 
 
 def _trainer(method: str, encoder: str, m: int, n: int, **cfg: Any) -> tuple[Trainer, Any]:

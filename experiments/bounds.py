@@ -8,6 +8,7 @@
     python -m experiments.bounds with strict=True          # reproduction verdicts count too
     python -m experiments.bounds print_config
     python -m experiments.bounds -F other_runs_dir         # an extra file observer
+    python -m experiments.bounds --list                    # the catalogue (docs/claims.md)
 
 Each claim's record (measured and bound series, slopes, standard errors, verdict and reason)
 goes to ``runs/<id>/claims.json`` and its figure to ``runs/<id>/<claim>.png`` (Sacred artifacts,
@@ -249,4 +250,9 @@ def exit_code(run: Any) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--list"]:  # the catalogue; no run, no record
+        from experiments.docs import catalogue_lines
+
+        print("\n".join(catalogue_lines()))
+        sys.exit(0)
     main_entry(ex, exit_code)

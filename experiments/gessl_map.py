@@ -1,6 +1,6 @@
 """The map of where GeSSL lowers σ: its knobs × the task families, on paired seeds.
 
-    python -m experiments.gessl_map                               # quick profile (~4 min here)
+    python -m experiments.gessl_map                               # quick (~4 min, 2 CPU cores)
     python -m experiments.gessl_map with profile=full             # the documented full map
     python -m experiments.gessl_map with 'families=["subspace"]' 'sweep={"inner_lr": [0.1, 1.0]}'
     python -m experiments.gessl_map with shard=1/4                # one quarter of the jobs

@@ -50,7 +50,7 @@ def config() -> None:
     outer_lr = 1e-3
     seed = 0
     checkpoint_every = 0  # steps between checkpoints (0: none)
-    checkpoint_dir = "runs/checkpoints"
+    checkpoint_dir = "runs/checkpoints"  # where checkpoints go
     evaluation = {"few_shot_way": 5, "few_shot_shot": 5, "provider": "trained"}
 
 

@@ -34,12 +34,12 @@ def config() -> None:
     width = 32
     proj_dims = [64, 32]
     steps = 300
-    eval_every = 50
+    eval_every = 50  # steps between two σ measurements
     tasks_per_step = 4
     n_samples = 32
     outer_lr = 1e-3
-    report_tasks = 6
-    provider_steps = 60
+    report_tasks = 6  # held-out tasks per σ measurement
+    provider_steps = 60  # steps of the reference model that provides the optimal task models
     seed = 0
 
 

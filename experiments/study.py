@@ -1,6 +1,6 @@
 """The GeSSL-vs-base study on digits: classes 0–6 pretrain, 7–9 held out.
 
-    python -m experiments.study                      # quick: 200 steps, 3 seeds (~11 min here)
+    python -m experiments.study                      # quick: 200 steps, 3 seeds (~11 min, 2 cores)
     python -m experiments.study with profile=full    # 1000 steps, 5 seeds
 
 SimCLR, BYOL and Barlow Twins, each trained plainly and with GeSSL from the same initialisation
@@ -48,8 +48,8 @@ PROFILES = {
 
 @ex.config
 def config() -> None:
-    profile = "quick"
-    methods = ["simclr", "byol", "barlow_twins"]
+    profile = "quick"  # "quick", "full" or "tiny": steps and seeds per method
+    methods = ["simclr", "byol", "barlow_twins"]  # each trained plain and with GeSSL
     seen_classes = list(range(7))  # digits pretrained on; the others are held out
     gessl = dict(DEFAULT_GESSL)
     encoder = "cnn"

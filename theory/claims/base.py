@@ -241,6 +241,8 @@ class Claim:
             share cached computations); default: the claim alone.
         cost: rough seconds of the ``quick`` check on one core; the runner starts costly
             groups first so the workers finish together.
+        setting: the closed-form setting the check runs in (a section of
+            ``docs/settings.md`` and its module), shown in ``docs/claims.md``.
     """
 
     id: str
@@ -251,6 +253,7 @@ class Claim:
     run: CheckFn
     group: str | None = None
     cost: float = 1.0
+    setting: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

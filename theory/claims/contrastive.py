@@ -45,6 +45,7 @@ def _gen(seed: int, salt: int) -> torch.Generator:
     "docs/settings.md §2",
     "[R]",
     "exact",
+    setting="none needed: a collapsed encoder (all embeddings equal) at several batch sizes N",
 )
 def collapse_values(budget: str, seed: int) -> ClaimResult:
     ns = [2, 4, 16, 64, 256] if budget != "tiny" else [2, 8, 32]
@@ -88,6 +89,9 @@ def collapse_values(budget: str, seed: int) -> ClaimResult:
     "docs/settings.md §1–2 (derived and verified); σ direction: GeSSL v4 Def. 3.2 [S2]",
     "[R]",
     "exact",
+    setting=(
+        "prototypes on a sphere, `SphereTasks` (docs/settings.md §2); linear-critic floors (§1)"
+    ),
 )
 def sigma_excess_identity(budget: str, seed: int) -> ClaimResult:
     tasks = {"tiny": 400, "quick": 4000, "full": 40000}[budget]
@@ -151,6 +155,7 @@ def sigma_excess_identity(budget: str, seed: int) -> ClaimResult:
     "docs/settings.md §2 (prototypes on a sphere)",
     "[R]",
     "exact",
+    setting="prototypes on a sphere, `SphereTasks` (docs/settings.md §2)",
 )
 def sigma_zero_at_bayes(budget: str, seed: int) -> ClaimResult:
     tasks = {"tiny": 200, "quick": 2000, "full": 20000}[budget]
@@ -206,6 +211,7 @@ def sigma_zero_at_bayes(budget: str, seed: int) -> ClaimResult:
     "van den Oord et al. 2018 (arXiv 1807.03748); Poole et al. 2019 (arXiv 1905.06922)",
     "[S]",
     "exact",
+    setting="two noisy views of Gaussian latents, `LatentViewTasks` (docs/settings.md §2)",
 )
 def infonce_mi_bound(budget: str, seed: int) -> ClaimResult:
     ns = {"tiny": [2, 8, 32], "quick": [2, 8, 64, 256], "full": [2, 8, 64, 512, 2048]}[budget]
@@ -259,6 +265,7 @@ def infonce_mi_bound(budget: str, seed: int) -> ClaimResult:
     "Wang & Isola 2020 (arXiv 2005.10242), Theorem 1; closed form for a uniform encoder on S²",
     "[S2]",
     "rate",
+    setting="the uniform distribution on the sphere (docs/settings.md §8)",
 )
 def wang_isola_limit(budget: str, seed: int) -> ClaimResult:
     ms = {
@@ -322,6 +329,7 @@ def wang_isola_limit(budget: str, seed: int) -> ClaimResult:
     "docs/settings.md §8",
     "[R]",
     "exact",
+    setting="the uniform distribution on the sphere (docs/settings.md §8)",
 )
 def uniformity_closed_form_claim(budget: str, seed: int) -> ClaimResult:
     n, reps = {"tiny": (300, 10), "quick": (600, 30), "full": (1000, 100)}[budget]

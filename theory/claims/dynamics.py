@@ -44,6 +44,7 @@ def _gradient_descent(
     "Simon et al., ICML 2023 (arXiv 2303.15438) [S, blog]; closed form docs/settings.md §7 [R]",
     "[R]",
     "exact",
+    setting="linearised Barlow Twins from small initialisation (docs/settings.md §7)",
 )
 def barlow_stepwise(budget: str, seed: int) -> ClaimResult:
     rng = np.random.default_rng(seed + 31)

@@ -134,6 +134,7 @@ def _register(name: str) -> None:
         "[R]",
         "exact",
         cost=0.5,
+        setting=f"the {name.replace('_', '-')} Gaussian task family (docs/settings.md §1)",
     )(run)
 
 

@@ -96,6 +96,7 @@ def _sweep(budget: str, seed: int) -> dict[str, np.ndarray]:
     "rate",
     group="task_sweep",
     cost=3.5,
+    setting="bilinear critic on prototypes on a sphere, `SphereTasks` (docs/settings.md §2)",
 )
 def task_generalization_rate(budget: str, seed: int) -> ClaimResult:
     s = _sweep(budget, seed)
@@ -134,6 +135,7 @@ def task_generalization_rate(budget: str, seed: int) -> ClaimResult:
     "exact",
     group="task_sweep",
     cost=0.1,
+    setting="bilinear critic on prototypes on a sphere, `SphereTasks` (docs/settings.md §2)",
 )
 def task_rademacher_bound(budget: str, seed: int) -> ClaimResult:
     """Derivation. Let ``ℓ(M; task) = (1/N) Σ_j CE(z_j, j)`` with logits ``z_jk = q_jᵀ M p_k``.
@@ -190,6 +192,7 @@ def task_rademacher_bound(budget: str, seed: int) -> ClaimResult:
     "Romera-Paredes, JMLR 2016 [M]; setting docs/settings.md §6",
     "[S2]",
     "rate",
+    setting="linear multi-task regression with a shared k-dim subspace (docs/settings.md §6)",
 )
 def multitask_fast_rate(budget: str, seed: int) -> ClaimResult:
     model = MultiTaskLinear(d=20, k=2, noise=0.5, n=5)
@@ -253,6 +256,7 @@ def multitask_fast_rate(budget: str, seed: int) -> ClaimResult:
     "Arora et al., ICML 2019 (arXiv 1902.09229), Lemma 4.3 form; derivation docs/settings.md §5",
     "[M]",
     "exact",
+    setting="latent-class Gaussian mixture (docs/settings.md §5)",
 )
 def arora_class_collision(budget: str, seed: int) -> ClaimResult:
     rng = np.random.default_rng(seed + 29)

@@ -233,6 +233,10 @@ def _register(family: str, setting: str) -> None:
         "RECON",
         "reproduction",
         cost=9.0,
+        setting=(
+            f"the {family.replace('_', '-')} Gaussian task family (docs/settings.md §1); "
+            "the fair test of docs/reproduction.md"
+        ),
     )(run)
 
 

@@ -119,6 +119,10 @@ def _slope(ns: list[int], gaps: np.ndarray) -> tuple[float, float]:
     "[M]",
     "rate",
     cost=9.0,
+    setting=(
+        "the subspace task family, `TaskPool` of n training tasks (docs/settings.md §1); "
+        "GeSSL as reconstructed (docs/reconstruction.md)"
+    ),
 )
 def gessl_task_generalization(budget: str, seed: int) -> ClaimResult:
     b = GENERALIZATION_BUDGET[budget]

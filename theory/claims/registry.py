@@ -30,11 +30,12 @@ def claim(
     kind: str,
     group: str | None = None,
     cost: float = 1.0,
+    setting: str = "",
 ):
     """Decorator form: ``@claim(...)`` on a ``run(budget, seed) -> ClaimResult`` function."""
 
     def decorate(fn: CheckFn) -> CheckFn:
-        register(Claim(id, statement, source, provenance, kind, fn, group, cost))
+        register(Claim(id, statement, source, provenance, kind, fn, group, cost, setting))
         return fn
 
     return decorate

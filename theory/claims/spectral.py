@@ -36,6 +36,7 @@ def _t(x: np.ndarray) -> torch.Tensor:
     "constant derived in docs/settings.md §3",
     "[S]",
     "exact",
+    setting="random augmentation graphs (docs/settings.md §3)",
 )
 def spectral_identity(budget: str, seed: int) -> ClaimResult:
     rng = np.random.default_rng(seed)
@@ -83,6 +84,7 @@ def spectral_identity(budget: str, seed: int) -> ClaimResult:
     "HaoChen et al. 2021 (arXiv 2106.04156), §4 empirical loss",
     "[S]",
     "exact",
+    setting="random augmentation graphs (docs/settings.md §3)",
 )
 def spectral_unbiased(budget: str, seed: int) -> ClaimResult:
     batches = {"tiny": 300, "quick": 2000, "full": 20000}[budget]
@@ -129,6 +131,7 @@ def spectral_unbiased(budget: str, seed: int) -> ClaimResult:
     " 2025 (arXiv 2501.01317) Thm 3.3",
     "[S2]",
     "exact",
+    setting="block and clump-grid augmentation graphs (docs/settings.md §3)",
 )
 def spectral_probe_bound(budget: str, seed: int) -> ClaimResult:
     graphs = {
@@ -180,6 +183,7 @@ def spectral_probe_bound(budget: str, seed: int) -> ClaimResult:
     "for the spectral-embedding view",
     "[R]",
     "exact",
+    setting="linear-Gaussian joint embedding (docs/settings.md §4)",
 )
 def linear_gaussian_optima(budget: str, seed: int) -> ClaimResult:
     rng = np.random.default_rng(seed + 11)
@@ -264,6 +268,7 @@ def linear_gaussian_optima(budget: str, seed: int) -> ClaimResult:
     "docs/settings.md §4 expected curve; Davis–Kahan sin θ theorem",
     "[R]",
     "rate",
+    setting="linear-Gaussian joint embedding, finite samples (docs/settings.md §4)",
 )
 def linear_gaussian_subspace_rate(budget: str, seed: int) -> ClaimResult:
     rng = np.random.default_rng(seed + 13)
