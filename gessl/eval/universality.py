@@ -7,7 +7,7 @@ on tasks of unseen classes); σ measures the gap to the optimal task-specific mo
 
 * ``trained`` — a copy of the model fine-tuned on the task's support views with the method's own
   loss until the mean support loss stops improving (evaluation only; reconstruction of "optimal
-  task-specific model", gap G2);
+  task-specific model", the gap of that name in ``docs/reconstruction.md``);
 * ``lookahead`` — a fixed number of SGD steps, what GeSSL's future updates approximate.
   (``bayes``, the closed form, exists only in the theory settings, see ``theory/``.)
 
