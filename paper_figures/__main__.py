@@ -1,9 +1,12 @@
-"""``python -m paper_figures [--runs DIR] [--out DIR] [--only NAME] [--run-missing]``.
+"""``python -m paper_figures [--runs DIR] [--out DIR] [--only NAME] [--run-missing] [--html DIR]``.
 
 Regenerates every figure and table from the run records; an output whose records are missing is
 skipped with a message naming the command that produces them (``--run-missing`` runs those
-commands first, in their quick profile). Exit status 0, or 1 when an output named with
-``--only`` could not be built; 2 on usage errors.
+commands first, in their quick profile). ``--html DIR`` also writes ``DIR/index.html``: one static
+page (no server, network or JavaScript; figures embedded) with the verdict table of the latest
+``experiments.bounds`` run, every output built here with its run ids, config and git commit, and
+the outputs whose records are missing (:mod:`paper_figures.html`). Exit status 0, or 1 when an
+output named with ``--only`` could not be built; 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from paper_figures.figures import BUILDERS, COMMANDS, MissingRecord, build
+from paper_figures.html import Skipped, write_report
 from paper_figures.records import find_runs
 
 
@@ -39,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the experiment producing a missing record, then build",
     )
+    p.add_argument(
+        "--html",
+        metavar="DIR",
+        help="also write DIR/index.html: one static page (figures embedded, no server or "
+        "JavaScript) with the latest bounds verdicts, the outputs built and the missing ones",
+    )
     return p
 
 
@@ -46,19 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names = args.only or list(BUILDERS)
     out = Path(args.out)
-    skipped = []
+    skipped: list[Skipped] = []
+    built: dict[str, list[Path]] = {}
     for name in names:
         runs = find_runs(args.runs)
         try:
             paths = build(name, runs, out)
         except ValueError as err:  # records exist but cannot make the output (e.g. shards)
             print(f"skipped {name}: {err}", file=sys.stderr)
-            skipped.append(name)
+            skipped.append(Skipped(name, f"{name}: {err}", COMMANDS[name]))
             continue
         except MissingRecord as err:
             if not args.run_missing:
                 print(f"skipped {err}", file=sys.stderr)
-                skipped.append(name)
+                skipped.append(Skipped(name, str(err), COMMANDS[name]))
                 continue
             cmd = COMMANDS[name]
             print(f"{name}: running `{cmd}` (records under {args.runs})", file=sys.stderr)
@@ -67,10 +78,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 paths = build(name, find_runs(args.runs), out)
             except MissingRecord as again:
-                print(f"skipped {again} (the command did not produce it)", file=sys.stderr)
-                skipped.append(name)
+                msg = f"{again} (the command did not produce it)"
+                print(f"skipped {msg}", file=sys.stderr)
+                skipped.append(Skipped(name, msg, COMMANDS[name]))
                 continue
+        built[name] = paths
         print(f"{name}: {len(paths)} files in {out}")
+    if args.html:
+        page = write_report(args.html, find_runs(args.runs), args.runs, built, skipped)
+        print(f"report: {page}")
     return 1 if args.only and skipped else 0
 
 

@@ -134,7 +134,7 @@ def claims_summary(runs: list[RunRecord], out: Path) -> list[Path]:
             return ", ".join(f"{n} {v}" for v, n in counts.items() if n or v != "error")
 
         title = (
-            f"experiments.bounds run {run.run_id} ({run.config.get('profile', '?')}): "
+            f"experiments.bounds run {run.run_id} ({run.config.get('profile', '?')} profile)\n"
             f"{len(theorems)} theorem claims: "
             + tally(theorems, ("holds", "violated", "inconclusive"))
         )
