@@ -16,7 +16,8 @@ also forwarded to W&B). Theorem claims (``exact``, ``rate``) and ``reproduction`
 printed in separate sections; the reproduction tests are Holm-corrected across every
 reproduction claim of the run. Exit status: 0 when every theorem claim holds (or is
 inconclusive), 1 when one is violated or any check raised; with ``strict=True`` also 1 when a
-reproduction claim is *not reproduced*.
+reproduction claim is *not reproduced*; 2 when the ``--sql`` database cannot be reached (nothing
+is recorded; ``--sql-optional`` goes ahead with the file record only).
 """
 
 from __future__ import annotations

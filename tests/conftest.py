@@ -14,6 +14,10 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 for _var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
     os.environ.setdefault(_var, _tmp)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# a developer's team database must not receive the suite's runs (the database tests use
+# GESSL_TEST_DB_URL and create their own databases)
+for _var in ("GESSL_DB_URL", "GESSL_DB_OPTIONAL"):
+    os.environ.pop(_var, None)
 
 settings.register_profile(
     "ci",
