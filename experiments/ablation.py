@@ -25,6 +25,7 @@ from experiments.pipeline import (
     train,
 )
 from experiments.tracking import add_text_artifacts, main_entry, make_experiment
+from experiments.validation import UsageError, check_choice, check_int, validates
 from gessl.trainer import GeSSLConfig
 
 ex = make_experiment("ablation")
@@ -59,6 +60,27 @@ def table(rows: list[dict[str, Any]], parameter: str) -> str:
     return "\n".join(lines)
 
 
+@validates(ex)
+def _check(config: dict[str, Any]) -> None:
+    from experiments.validation import check_gessl
+
+    fields = list(GeSSLConfig.__dataclass_fields__)
+    check_choice("parameter", config["parameter"], fields)
+    values, seeds = config["values"], config["seeds"]
+    if not isinstance(values, list) or not values:
+        raise UsageError(f"values: expected a non-empty list, got {values!r}")
+    for v in values:
+        check_gessl(
+            f"values ({config['parameter']}={v!r})",
+            {**config["gessl"], config["parameter"]: v},
+            tasks_per_step=config["tasks_per_step"],
+        )
+    if not isinstance(seeds, list) or not seeds:
+        raise UsageError(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+    for i, s in enumerate(seeds):
+        check_int(f"seeds[{i}]", s)
+
+
 @ex.main
 def main(
     method: str,
@@ -77,8 +99,6 @@ def main(
     evaluation: dict,
     _run: Any,
 ) -> dict[str, Any]:
-    if parameter not in GeSSLConfig.__dataclass_fields__:
-        raise ValueError(f"unknown GeSSL option {parameter!r}")
     rows = []
     for i, value in enumerate(values):
         per_seed = []

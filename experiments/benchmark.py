@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from experiments.tracking import main_entry, make_experiment
+from experiments.validation import check_choice, check_int, validates
 from gessl.data import GaussianLatentTasks, SyntheticImageTasks
 from gessl.methods import build_method
 from gessl.models import MLP, SmallCNN
@@ -266,6 +267,12 @@ def bounds_wall_time() -> float:
         return time.perf_counter() - start
 
 
+@validates(ex)
+def _check(config: dict[str, Any]) -> None:
+    check_choice("profile", config["profile"], PROFILES)
+    check_int("threads", config["threads"], 1)
+
+
 @ex.main
 def main(
     profile: str,
@@ -278,8 +285,6 @@ def main(
     threads: int,
     _run: Any,
 ) -> dict[str, Any]:
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}")
     torch.set_num_threads(threads)
     p = PROFILES[profile]
     steps = [

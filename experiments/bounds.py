@@ -22,7 +22,6 @@ is recorded; ``--sql-optional`` goes ahead with the file record only).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -34,7 +33,15 @@ from tqdm import tqdm
 
 from experiments.claim_runner import run_claims, save_figure
 from experiments.parallel import default_jobs
-from experiments.tracking import main_entry, make_experiment
+from experiments.tracking import (
+    main_entry,
+    make_experiment,
+    record_dir,
+    set_progress,
+    write_json_atomic,
+)
+from experiments.validation import UsageError, check_choice, check_choices, validates
+from gessl.progress import progress
 from theory.claims import BUDGETS, THEOREM_KINDS, all_claims, get_claim
 from theory.claims.reproduction import correct_across, tests_of
 
@@ -65,7 +72,17 @@ def config() -> None:
     figures = True  # save one PNG per claim
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
     strict = False  # True: a reproduction claim that is 'not reproduced' also makes the exit 1
-    assert profile in BUDGETS, f"profile must be one of {BUDGETS}"
+
+
+@validates(ex)
+def _check(config: dict[str, Any]) -> None:
+    ids = [c.id for c in all_claims()]
+    check_choice("profile", config["profile"], BUDGETS)
+    check_choices("claims", config["claims"], ids)
+    check_choices("exclude", config["exclude"], ids)
+    selected = set(config["claims"] or ids) - set(config["exclude"])
+    if not selected:
+        raise UsageError("claims: every selected claim is excluded (nothing to run)")
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -149,12 +166,17 @@ def _log_record(rec: dict[str, Any], step: int, _run: Any) -> None:
 
 
 def _write_claims(path: str, profile: str, seed: int, complete: bool, records: list) -> None:
-    with open(path, "w") as fh:
-        json.dump(
-            {"profile": profile, "seed": seed, "complete": complete, "claims": records},
-            fh,
-            indent=1,
-        )
+    """``claims.json``, written atomically (a crash leaves the previous version whole)."""
+    ordered = sorted(records, key=lambda r: r.get("_order", 0))
+    write_json_atomic(
+        path,
+        {
+            "profile": profile,
+            "seed": seed,
+            "complete": complete,
+            "claims": [{k: v for k, v in r.items() if k != "_order"} for r in ordered],
+        },
+    )
 
 
 @ex.main
@@ -175,13 +197,17 @@ def main(
     workers = default_jobs() if jobs == 0 else jobs
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
-    bar = tqdm(  # no bar when stderr is not a terminal
-        total=len(selected), desc="claims", unit="claim", file=sys.stderr, leave=False, disable=None
-    )
+    bar = progress(total=len(selected), desc="claims", unit="claim")  # on a terminal only
+
+    live = record_dir(_run)  # claims.json in the record folder after every claim (SIGKILL-safe)
 
     def on_record(rec: dict[str, Any], figure: str | None) -> None:
         records.append(rec)
         _log_record(rec, order[rec["claim_id"]], _run)
+        if live is not None:
+            done = [{**r, "_order": order[r["claim_id"]]} for r in records]
+            _write_claims(os.path.join(live, "claims.json"), profile, seed, False, done)
+        set_progress(f"claim {len(records)}/{len(selected)} ({rec['claim_id']} done)")
         if figure is not None:
             _run.add_artifact(figure, f"{rec['claim_id']}.png")
         done = f"{rec['verdict']} ({rec['seconds']:.2f}s)"

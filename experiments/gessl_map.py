@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from functools import partial
 from typing import Any
 
-from tqdm import tqdm
-
 from experiments.parallel import default_jobs, in_workers, reseed
 from experiments.tracking import main_entry, make_experiment
+from experiments.validation import UsageError, check_choice, check_choices, check_int, validates
+from gessl.progress import progress
 from theory.map_grid import BASE, PROFILES, assemble, cells, map_id, plan, shard_of
 
 ex = make_experiment("gessl_map")
@@ -47,7 +46,29 @@ def config() -> None:
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
     shard = "1/1"  # "i/n": run every n-th job from the i-th (merge with python -m paper_figures)
     figures = True  # draw the heat maps (whole maps only)
-    assert profile in PROFILES, f"profile must be one of {tuple(PROFILES)}"
+
+
+@validates(ex)
+def _check(config: dict[str, Any]) -> None:
+    """Every setting of every cell, the shard, the families: before any job runs."""
+    from theory.task_families import FAMILIES
+
+    check_choice("profile", config["profile"], PROFILES)
+    if config["families"] is not None:
+        check_choices("families", config["families"], FAMILIES, empty=False)
+    if config["steps"] is not None:
+        check_int("steps", config["steps"], 1)
+    sweep = config["sweep"]
+    if sweep is not None and not (
+        isinstance(sweep, dict) and all(isinstance(v, list) and v for v in sweep.values())
+    ):
+        raise UsageError(f"sweep: expected {{knob: [values, ...]}}, got {sweep!r}")
+    if not isinstance(config["shard"], str):
+        raise UsageError(f"shard: expected 'i/n', got {config['shard']!r}")
+    spec = make_spec(**{k: config[k] for k in ("profile", "families", "sweep", "seeds", "steps")})
+    for cell in cells(spec):
+        _fair(spec, cell["family"], cell["options"])
+    shard_of(plan(spec), config["shard"])
 
 
 def make_spec(
@@ -173,9 +194,7 @@ def main(
     figures: bool,
     _run: Any,
 ) -> dict[str, Any]:
-    spec = make_spec(profile, families, sweep, seeds, steps)
-    for cell in cells(spec):  # every setting is checked before any job runs
-        _fair(spec, cell["family"], cell["options"])
+    spec = make_spec(profile, families, sweep, seeds, steps)  # validated before the run
     every = plan(spec)
     mine = shard_of(every, shard)
     mid = map_id(spec)
@@ -183,7 +202,7 @@ def main(
     _run.info.update(map_id=mid, shard=shard, jobs_total=len(every))
     results: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
-    bar = tqdm(total=len(mine), desc="map jobs", unit="job", file=sys.stderr, disable=None)
+    bar = progress(total=len(mine), desc="map jobs", unit="job")
 
     def on_result(job: dict[str, Any], res: dict[str, Any]) -> None:
         results[job["key"]] = res

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from experiments.tracking import set_progress
 from gessl.data import (
     DatasetTasks,
     ImageSet,
@@ -33,6 +34,7 @@ from gessl.eval import (
 )
 from gessl.methods import Method, build_method
 from gessl.models import build_backbone
+from gessl.progress import progress
 from gessl.trainer import GeSSLConfig, Trainer
 
 __all__ = [
@@ -128,8 +130,15 @@ def train(
     checkpoint_every: int = 0,
     callback: Callable[[dict], None] | None = None,
     progress: bool = True,
+    resume_from: str | None = None,
 ) -> tuple[Trainer, float]:
-    """Train on tasks of seen-class training images; returns the trainer and wall-clock s."""
+    """Train on tasks of seen-class training images; returns the trainer and wall-clock s.
+
+    ``checkpoint_path`` receives a checkpoint every ``checkpoint_every`` steps. ``resume_from``:
+    a checkpoint of the same configuration to continue from — model, optimiser, step, task
+    stream and RNG states are restored, then training runs up to ``steps`` in all (bit for bit
+    the uninterrupted run).
+    """
     opts = dict(gessl or {}) if mode == "gessl" else {}
     cfg = GeSSLConfig(
         mode=mode, tasks_per_step=tasks_per_step, outer_lr=outer_lr, seed=seed, **opts
@@ -141,8 +150,26 @@ def train(
         n_samples=n_samples,
         checkpoint_path=checkpoint_path,
     )
+    if resume_from is not None:
+        trainer.load(resume_from)
+        if trainer.step > steps:
+            raise ValueError(
+                f"steps = {steps} is below the step of the checkpoint {resume_from} "
+                f"({trainer.step})"
+            )
     start = time.perf_counter()
-    trainer.fit(steps, checkpoint_every=checkpoint_every, progress=progress, callback=callback)
+
+    def on_step(log: dict) -> None:
+        set_progress(f"step {trainer.step}/{steps} ({mode})")  # named by an interruption
+        if callback is not None:
+            callback(log)
+
+    trainer.fit(
+        steps - trainer.step,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        callback=on_step,
+    )
     return trainer, time.perf_counter() - start
 
 
@@ -168,7 +195,12 @@ def evaluate(
     (the way run is recorded as ``few_shot["n_way"]``)."""
     method.eval()
     bb = method.backbone
+    phases = progress(total=5, desc="evaluation", unit="phase")  # on a terminal only
+    set_progress("evaluation")
+    phases.set_postfix_str("features")
     ftr, fte, fho = (features(bb, s.images) for s in (splits.train, splits.test, splits.held_out))
+    phases.update(1)
+    phases.set_postfix_str("linear probe, kNN")
     out: dict[str, Any] = {
         "linear_probe": linear_probe(ftr, splits.train.labels, fte, splits.test.labels),
         "knn": knn_accuracy(
@@ -176,6 +208,8 @@ def evaluate(
         ),
         "effective_rank": effective_rank(fte),
     }
+    phases.update(1)
+    phases.set_postfix_str(f"few-shot ({few_shot_episodes} episodes)")
     way = min(few_shot_way, len(splits.held_out.classes()))
     out["few_shot"] = few_shot(
         fho,
@@ -185,6 +219,8 @@ def evaluate(
         episodes=few_shot_episodes,
         seed=seed,
     ).to_dict()
+    phases.update(1)
+    phases.set_postfix_str("alignment, uniformity")
     gen = torch.Generator().manual_seed(10_000 + seed)
     params = {k: v.detach() for k, v in method.online_params().items()}
     with torch.no_grad():  # on the normalised embeddings the loss shapes (Wang & Isola 2020)
@@ -194,6 +230,8 @@ def evaluate(
         zb = F.normalize(method.embed(params, b), dim=1)
     out["alignment"] = float(alignment(za, zb))
     out["uniformity"] = float(uniformity(za))
+    phases.update(1)
+    phases.set_postfix_str(f"σ report ({provider} provider)")
     sets = {
         name: DatasetTasks(data, splits.augment).sample(report_tasks, report_samples, gen)
         for name, data in (
@@ -210,6 +248,8 @@ def evaluate(
         critic=report_critic,
         provider_steps=provider_steps,
     )
+    phases.update(1)
+    phases.close()
     method.train()
     return out
 

@@ -58,6 +58,7 @@ with warnings.catch_warnings():  # sacred 0.8.7 imports pkg_resources (deprecate
     from sacred.observers.base import RunObserver
 
 from experiments.runs import AmbiguousRun, RunView
+from paper_figures.records import live_status
 
 __all__ = [
     "PIP_HINT",
@@ -389,7 +390,7 @@ class RecordStore:
         return RunView(
             run_id=file_id if unique else f"{file_id}#{r['id']}",
             experiment=r["experiment"] or "?",
-            status=r["status"] or "?",
+            status=live_status(r["status"] or "?", r["heartbeat"], r["start_time"]),
             start_time=r["start_time"],
             stop_time=r["stop_time"],
             command=r["command"],

@@ -17,6 +17,7 @@ import torch
 
 from experiments.pipeline import DEFAULT_GESSL, build_model, prepare_data
 from experiments.tracking import main_entry, make_experiment
+from experiments.validation import UsageError, check_int, validates
 from gessl.data import DatasetTasks
 from gessl.eval import universality_report
 from gessl.trainer import GeSSLConfig, Trainer
@@ -43,6 +44,17 @@ def config() -> None:
     seed = 0
 
 
+@validates(ex)
+def _check(config: dict[str, Any]) -> None:
+    check_int("eval_every", config["eval_every"], 1)
+    check_int("report_tasks", config["report_tasks"], 1)
+    check_int("provider_steps", config["provider_steps"], 1)
+    if config["steps"] < config["eval_every"]:
+        raise UsageError(
+            f"steps: must be >= eval_every ({config['eval_every']}), got {config['steps']}"
+        )
+
+
 @ex.main
 def main(
     method: str,
@@ -62,8 +74,6 @@ def main(
     seed: int,
     _run: Any,
 ) -> dict[str, Any]:
-    if eval_every < 1 or steps < eval_every:
-        raise ValueError("need steps >= eval_every >= 1")
     splits = prepare_data(dataset, data_root, None, seed)
     gen = torch.Generator().manual_seed(20_000 + seed)
     eval_sets = {

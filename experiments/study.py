@@ -27,6 +27,7 @@ from experiments.pipeline import (
     train,
 )
 from experiments.tracking import add_text_artifacts, main_entry, make_experiment
+from experiments.validation import UsageError, check_choice, validates
 
 ex = make_experiment("study")
 
@@ -116,6 +117,17 @@ def markdown(rows: list[dict[str, Any]], steps: int, way: int) -> str:
     return "\n".join(lines)
 
 
+@validates(ex)
+def _check(config: dict[str, Any]) -> None:
+    check_choice("profile", config["profile"], PROFILES)
+    seen = config["seen_classes"]
+    if not set(seen) <= set(range(10)) or not 2 <= len(set(seen)) <= 8:
+        raise UsageError(
+            f"seen_classes: must name 2 to 8 distinct digits 0–9 (the rest are held out), "
+            f"got {seen}"
+        )
+
+
 @ex.main
 def main(
     profile: str,
@@ -130,13 +142,6 @@ def main(
     evaluation: dict,
     _run: Any,
 ) -> dict[str, Any]:
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}")
-    if not set(seen_classes) <= set(range(10)) or not 2 <= len(set(seen_classes)) <= 8:
-        raise ValueError(
-            f"seen_classes must name 2 to 8 distinct digits 0–9 (the rest are held out), "
-            f"got {seen_classes}"
-        )
     steps, seeds = PROFILES[profile]["steps"], PROFILES[profile]["seeds"]
     runs = []
     for method in methods:

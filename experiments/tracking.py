@@ -19,7 +19,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 with warnings.catch_warnings():  # sacred 0.8.7 imports pkg_resources (deprecated)
@@ -39,8 +39,11 @@ __all__ = [
     "make_experiment",
     "observers_attached",
     "open_record_store",
+    "record_dir",
     "run_experiment",
+    "set_progress",
     "split_db_args",
+    "write_json_atomic",
 ]
 
 SETTINGS.CAPTURE_MODE = "sys"  # no tee subprocess; works under pytest and with progress bars
@@ -139,18 +142,78 @@ def _gessl_commit() -> str | None:
     return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def make_experiment(name: str) -> Experiment:
-    """A Sacred experiment whose captured output is cleaned of progress-bar redraws.
+#: appended to every experiment's ``--help`` (``bounds`` documents its own 0/1 policy above it)
+EXIT_CODES = """Exit status: 0 the run completed (bounds: every theorem claim holds or is
+inconclusive); 1 the run failed (bounds: a theorem claim is violated or a check raised);
+2 usage error — a bad configuration value, an unknown key, a bad command line or an unreachable
+--sql database — reported in one line before any record exists; 130 interrupted (Ctrl-C): the
+record is kept as INTERRUPTED."""
 
-    Its records name the project version and git commit in ``run.json → host``.
+#: the project's packages: their modules are saved as sources of every record
+PROJECT_PACKAGES = ("gessl", "theory", "experiments", "paper_figures")
+#: always listed among a record's dependencies (with the installed versions)
+CORE_DEPENDENCIES = ("torch", "numpy", "scipy", "sacred", "wandb", "gessl-lab")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _project_sources() -> list[str]:
+    """The files of every imported module of this project (what the experiment runs)."""
+    out = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if (
+            name.split(".")[0] in PROJECT_PACKAGES
+            and path
+            and path.endswith(".py")
+            and os.path.abspath(path).startswith(ROOT + os.sep)
+        ):
+            out.append(os.path.abspath(path))
+    return sorted(set(out))
+
+
+def make_experiment(name: str) -> Experiment:
+    """A Sacred experiment for the calling module, validated before each run.
+
+    * its ``--help`` shows the calling module's docstring and :data:`EXIT_CODES`;
+    * its records name the calling module as the main file, save every module of this project
+      imported so far (claims included) as sources, list torch, numpy, scipy, sacred, wandb and
+      this project's version among the dependencies, and the git commit in ``run.json → host``;
+    * one config hook validates the whole configuration before the run starts
+      (:mod:`experiments.validation`; the experiment's own checks are added with
+      :func:`experiments.validation.validates`);
+    * its captured output is cleaned of progress-bar redraws.
     """
+    import inspect
+    from importlib.metadata import PackageNotFoundError, version
+
+    from sacred.dependencies import PackageDependency, Source
+
+    caller = inspect.stack()[1][0].f_globals
     ex = Experiment(name, save_git_info=False, additional_host_info=[_gessl_version, _gessl_commit])
     ex.captured_out_filter = apply_backspaces_and_linefeeds
+    ex.doc = ((caller.get("__doc__") or "").rstrip() + "\n\n" + EXIT_CODES).lstrip()
+    if caller.get("__file__"):
+        ex.mainfile = Source.create(os.path.abspath(caller["__file__"]), save_git_info=False)
+        ex.base_dir = ROOT
+    ex.sources = {ex.mainfile} if ex.mainfile else set()
+    for path in _project_sources():
+        ex.sources.add(Source.create(path, save_git_info=False))
+    for package in CORE_DEPENDENCIES:
+        with suppress(PackageNotFoundError):
+            ex.dependencies.add(PackageDependency(package, version(package)))
     # --help lists our --sql/--sql-optional in place of Sacred's -s/--sql (main_entry takes them
     # out of argv before Sacred parses it); any --sql that still reaches Sacred is refused
     ex.all_cli_options = [o for o in ex.all_cli_options if o.get_flag() != "--sql"]
     ex.all_cli_options += [_sql_option, _sql_optional_option]
     ex.option_hook(_refuse_sacred_sql)
+
+    @ex.config_hook
+    def _validate(config: dict, command_name: str, logger: Any) -> dict:
+        from experiments.validation import validate
+
+        validate(name, config)
+        return {}
+
     return ex
 
 
@@ -243,13 +306,155 @@ def split_db_args(argv: list[str]) -> tuple[list[str], str | None, bool]:
     return rest, url, optional
 
 
+_PROGRESS: dict[str, str | None] = {"where": None}
+
+
+def set_progress(where: str | None) -> None:
+    """Say where the current run is (``claim infonce_mi_bound``, ``step 120/300``): the
+    one-line message of an interruption names it."""
+    _PROGRESS["where"] = where
+
+
+def record_dir(run: Any) -> str | None:
+    """The folder of ``run``'s file record (``runs/<id>``), or ``None`` when it has none."""
+    for obs in getattr(run, "observers", []):
+        if isinstance(obs, FileStorageObserver) and getattr(obs, "dir", None):
+            return obs.dir
+    return None
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``: a reader
+    (or a crash, SIGKILL included) sees the old file or the new one, never half of one."""
+    import json
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _drop_duplicate_file_observers(argv: list[str], runs_dir: str) -> list[str]:
+    """``-F DIR`` / ``--file_storage=DIR`` naming the default record folder would attach a second
+    observer on the same folder (Sacred then fails with ``FileExistsError``): it is the same
+    record, so the option is dropped."""
+    out: list[str] = []
+    args = iter(argv)
+    for a in args:
+        if a in ("-F", "--file_storage"):
+            folder = next(args, None)
+            if folder is not None and _same_folder(folder, runs_dir):
+                continue
+            out += [a] if folder is None else [a, folder]
+        elif a.startswith("--file_storage=") and _same_folder(a.split("=", 1)[1], runs_dir):
+            continue
+        else:
+            out.append(a)
+    return out
+
+
+def _run_cli(ex: Experiment, argv: list[str]) -> Any:
+    """Sacred's ``run_commandline`` with this project's error handling: usage errors (a bad
+    configuration value, an unknown key, a bad command line) print one line and exit 2 before
+    any record exists; Ctrl-C prints one line and exits 130; a failing run prints Sacred's
+    filtered traceback and exits 1."""
+    from docopt import DocoptExit, docopt
+    from sacred.arg_parser import get_config_updates
+    from sacred.utils import ConfigAddedError
+
+    from experiments.validation import UsageError
+
+    short_usage, usage, internal_usage = ex.get_usage()
+    try:
+        args = docopt(internal_usage, [str(a) for a in argv[1:]], default_help=False)
+    except DocoptExit:
+        print(f"error: bad command line {' '.join(argv[1:])!r}\n{short_usage}", file=sys.stderr)
+        sys.exit(2)
+    cmd_name = args.get("COMMAND") or ex.default_command
+    err = ex._check_command(cmd_name)
+    if not args["help"] and err:
+        print(
+            f"error: unknown command {cmd_name!r} (allowed: {', '.join(ex.commands)})",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if ex._handle_help(args, usage):
+        sys.exit(0)
+    try:
+        config_updates, named_configs = get_config_updates(args["UPDATE"])
+    except Exception as parse_err:  # a malformed `with` value
+        print(f"error: {parse_err}", file=sys.stderr)
+        sys.exit(2)
+    set_progress(None)
+    try:
+        return ex.run(cmd_name, config_updates, named_configs, info={}, meta_info={}, options=args)
+    except UsageError as usage_err:
+        print(f"error: {usage_err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as config_err:
+        if ex.current_run is not None:  # the run had started: a failure of the run (exit 1)
+            raise_failure = config_err
+        else:  # raised while the configuration was built: a usage error, no record exists
+            print(f"error: {str(config_err).splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
+        _report_failure(raise_failure, args, short_usage)
+    except ConfigAddedError as added:
+        import difflib
+
+        known = sorted({k for scope in ex.configurations for k in scope()} - {"seed"} | {"seed"})
+        for key in sorted(getattr(added, "__conflicting_configs__", ())):
+            top = key.split(".")[0]
+            close = difflib.get_close_matches(top, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            print(
+                f"error: unknown configuration key {key!r} ({hint}allowed: {', '.join(known)})",
+                file=sys.stderr,
+            )
+            break
+        sys.exit(2)
+    except KeyboardInterrupt:
+        where = _PROGRESS["where"]
+        record = record_dir(ex.current_run) if ex.current_run is not None else None
+        msg = "interrupted" + (f" at {where}" if where else "")
+        msg += f"; record {record} (INTERRUPTED)" if record else "; no record was written"
+        print(msg, file=sys.stderr)
+        sys.exit(130)
+    except Exception as run_err:
+        _report_failure(run_err, args, short_usage)
+
+
+def _report_failure(err: BaseException, args: dict, short_usage: str) -> None:
+    """A run that raised: Sacred's filtered traceback, exit 1 (``--debug`` re-raises)."""
+    from sacred.utils import SacredError, format_sacred_error, print_filtered_stacktrace
+
+    if args.get("--debug"):
+        raise err
+    if isinstance(err, SacredError):
+        print(format_sacred_error(err, short_usage), file=sys.stderr)
+        sys.exit(2 if err.print_usage else 1)
+    print_filtered_stacktrace()
+    sys.exit(1)
+
+
 def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) -> None:
     """Command-line entry: Sacred's CLI with the default observers; exit with ``exit_code(run)``.
 
-    Sacred exits 1 by itself when the run raises. ``print_config`` and other commands that
-    produce no run exit 0. With ``--sql URL`` or ``$GESSL_DB_URL`` the database is reached
-    first: exit 2 with one line on stderr when it cannot be (nothing is recorded), unless
-    ``--sql-optional`` or ``$GESSL_DB_OPTIONAL=1``.
+    Exit status (also in every command's ``--help``, :data:`EXIT_CODES`): 0 the run completed
+    (or ``exit_code(run)`` when given); 1 the run raised; 2 a usage error — a bad configuration
+    value, an unknown key, a bad command line, or an unreachable ``--sql`` database (unless
+    ``--sql-optional`` or ``$GESSL_DB_OPTIONAL=1``) — printed as one line before any record
+    exists; 130 interrupted. ``print_config`` and the other commands that make no run exit 0.
     """
     os.environ.setdefault("WANDB_MODE", "offline")
     try:
@@ -257,6 +462,7 @@ def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) ->
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    argv = _drop_duplicate_file_observers(argv, default_runs_dir())
     commands = {"print_config", "print_dependencies", "save_config", "print_named_configs", "help"}
     args = argv[1:]
     is_run = not any(a in commands for a in args) and not {"--help", "-h"} & set(args)
@@ -272,11 +478,11 @@ def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) ->
                 sys.exit(2)
         try:
             with observers_attached(ex, store=store):
-                run = ex.run_commandline(argv)
+                run = _run_cli(ex, argv)
         finally:
             if store is not None:
                 store.dispose()
     else:
-        run = ex.run_commandline(argv)
+        run = _run_cli(ex, argv)
     code = exit_code(run) if (exit_code and run is not None and is_run) else 0
     sys.exit(code)

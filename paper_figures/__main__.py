@@ -25,7 +25,12 @@ from paper_figures.records import find_runs
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m paper_figures", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m paper_figures",
+        description=__doc__.split("\n")[0],
+        epilog="exit status: 0 built (missing records are listed); 1 an output named with --only "
+        "could not be built; 2 usage error (bad option, --runs folder missing); 130 interrupted",
+    )
     p.add_argument(
         "--runs",
         default=os.environ.get("GESSL_RUNS_DIR", "runs"),
@@ -54,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not Path(args.runs).is_dir() and not args.run_missing:
+        print(
+            f"error: --runs {args.runs}: no such folder of run records "
+            "(run an experiment first, or pass --run-missing)",
+            file=sys.stderr,
+        )
+        return 2
     names = args.only or list(BUILDERS)
     out = Path(args.out)
     skipped: list[Skipped] = []
@@ -91,4 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; the outputs written so far are kept", file=sys.stderr)
+        sys.exit(130)

@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunRecord", "find_runs", "latest"]
+__all__ = ["STALE_AFTER", "RunRecord", "find_runs", "latest", "live_status"]
+
+#: seconds without a heartbeat after which a RUNNING record counts as dead (``STALE``); Sacred
+#: beats every 10 s. ``$GESSL_STALE_AFTER`` overrides it.
+STALE_AFTER = 120.0
+
+
+def live_status(status: str, heartbeat: Any, start_time: Any = None, now: Any = None) -> str:
+    """``STALE`` for a RUNNING record whose last heartbeat (or start, before the first beat) is
+    older than :data:`STALE_AFTER` seconds — its process died without saying so (SIGKILL, power
+    loss) — else ``status``. Times are Sacred's naive UTC datetimes or their ISO strings."""
+    from datetime import UTC, datetime
+
+    if status != "RUNNING":
+        return status
+    last = heartbeat or start_time
+    if isinstance(last, str):
+        try:
+            last = datetime.fromisoformat(last)
+        except ValueError:
+            return status
+    if not isinstance(last, datetime):
+        return status
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    limit = float(os.environ.get("GESSL_STALE_AFTER", STALE_AFTER))
+    return "STALE" if (now - last).total_seconds() > limit else status
 
 
 @dataclass(frozen=True)
@@ -60,7 +86,9 @@ def find_runs(runs_dir: str | Path) -> list[RunRecord]:
             RunRecord(
                 run_id=d.name,
                 experiment=run.get("experiment", {}).get("name", "?"),
-                status=run.get("status", "?"),
+                status=live_status(
+                    run.get("status", "?"), run.get("heartbeat"), run.get("start_time")
+                ),
                 start_time=str(run.get("start_time", "")),
                 path=d,
                 config=_read_json(d / "config.json") or {},

@@ -15,7 +15,6 @@ autograd).
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +29,12 @@ from torch.utils._pytree import tree_map
 from gessl.data.synthetic import TaskBatch
 from gessl.losses import no_value_checks
 from gessl.methods.base import Method
-from gessl.trainer.checkpoint import load_checkpoint, save_checkpoint
+from gessl.trainer.checkpoint import (
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
 from gessl.trainer.config import GeSSLConfig
 from gessl.trainer.objective import ThresholdNet, build_first_order_split, build_objective
 
@@ -302,14 +306,10 @@ class Trainer:
         callback: Callable[[StepLog], None] | None = None,
     ) -> list[StepLog]:
         """Run ``steps`` outer steps with a progress bar (steps/s, loss, σ-term)."""
-        from tqdm import tqdm
+        from gessl.progress import progress as progress_bar
 
-        bar = tqdm(
-            range(steps),
-            desc=self.cfg.mode,
-            unit="step",
-            leave=False,
-            disable=not progress or self.rank != 0 or None,
+        bar = progress_bar(
+            range(steps), enabled=progress and self.rank == 0, desc=self.cfg.mode, unit="step"
         )
         for _ in bar:
             log = self.train_step()
@@ -329,12 +329,8 @@ class Trainer:
             "threshold": self.threshold_net.state_dict() if self.threshold_net else None,
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
-                "python": random.getstate(),
-            },
-            "history": self.history,
+            "rng": rng_states(),  # tensors and plain numbers: loads with weights_only=True
+            "history": [dict(log) for log in self.history],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -346,9 +342,7 @@ class Trainer:
             self.threshold_net.load_state_dict(state["threshold"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
+        set_rng_states(state["rng"])
         self.step, self.history = state["step"], list(state["history"])
 
     def save(self, path: str | None = None) -> str:
@@ -362,7 +356,11 @@ class Trainer:
         return path
 
     def load(self, path: str | None = None) -> None:
-        """Resume from a checkpoint written by :meth:`save` (same options required)."""
+        """Resume from a checkpoint written by :meth:`save` (same options required).
+
+        The file is read with ``weights_only=True``: one that holds other pickled objects is
+        refused with :class:`gessl.trainer.checkpoint.UnsafeCheckpointError` (a ``ValueError``).
+        """
         path = path or self.checkpoint_path
         if path is None or not os.path.exists(path):
             raise FileNotFoundError(f"no checkpoint at {path!r}")

@@ -182,10 +182,13 @@ def test_reproduction_claims_have_their_own_section_and_count_only_when_strict(
     )
 
 
-def test_unknown_claim_fails_the_run(tmp_path, monkeypatch):
+def test_unknown_claim_is_refused_before_a_record_exists(tmp_path, monkeypatch):
+    from experiments.validation import UsageError
+
     monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
-    with pytest.raises(ValueError, match="unknown claim 'no_such_claim'"):
+    with pytest.raises(UsageError, match="claims: unknown value 'no_such_claim' \\(allowed: "):
         run_experiment(ex, {"profile": "tiny", "claims": ["no_such_claim"]}, runs_dir=str(tmp_path))
+    assert not any(p.name.isdigit() for p in tmp_path.iterdir())
 
 
 def test_verdict_table_lists_reasons_of_non_holding_claims():

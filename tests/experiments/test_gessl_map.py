@@ -119,11 +119,13 @@ def test_command_line_runs_a_map_and_refuses_bad_settings(tmp_path):
     assert "noise_level  sigma_weight" in ok.stdout
     assert (tmp_path / "1" / "gessl_map.png").is_file()
     for setting, message in (
-        ("families=['sphere']", "family must be one of"),
+        ("families=['sphere']", "families: unknown value 'sphere' (allowed: homogeneous"),
         ("sweep={'critic': ['euclid']}", "critic must be one of"),
         ("sweep={'learning_rate': [1.0]}", "sweep knob must be one of"),
         ("shard=3/2", "shard must look like 'i/n'"),
         ("seeds=1", "seeds must be an integer >= 2"),
     ):
         bad = _cli(tmp_path / "bad", "profile=tiny", setting)
-        assert bad.returncode != 0 and message in bad.stderr, (setting, bad.stderr[-1500:])
+        assert bad.returncode == 2 and message in bad.stderr, (setting, bad.stderr[-1500:])
+        assert len(bad.stderr.strip().splitlines()) == 1  # one line, no traceback
+        assert not (tmp_path / "bad").exists()  # refused before any record exists

@@ -134,7 +134,7 @@ def test_ablation_and_study_write_tables(tmp_path):
     assert run.result["few_shot_way"] == 5
     with pytest.raises(ValueError, match="seen_classes"):
         run_experiment(study.ex, {"seen_classes": [3]}, runs_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="unknown GeSSL option"):
+    with pytest.raises(ValueError, match="parameter: unknown value 'nope' \\(allowed: mode, "):
         run_experiment(ablation.ex, {"parameter": "nope"}, runs_dir=str(tmp_path))
 
 

@@ -47,3 +47,37 @@ def test_effective_rank():
     assert effective_rank(torch.randn(2000, 6, generator=g)) > 5.8  # isotropic: about d
     line = torch.randn(200, 1, generator=g) * torch.tensor([[1.0, 2.0, -1.0, 0.5]])
     assert effective_rank(line) == pytest.approx(1.0, abs=1e-3)
+
+
+def _on_circle(*angles: float) -> torch.Tensor:
+    a = torch.tensor(angles, dtype=torch.float32)
+    return torch.stack([torch.cos(a), torch.sin(a)], dim=1)
+
+
+@pytest.mark.parametrize(
+    ("k", "temperature", "winner"),
+    [
+        (1, 1.0, 0),  # the nearest point alone
+        (2, 1.0, 0),  # e^{.995} = 2.70 > e^{.825} = 2.28; a third neighbour would flip it
+        (
+            3,
+            0.07,
+            0,
+        ),  # one very close vote outweighs two farther ones: e^{.995/.07} > 2e^{.825/.07}
+        (3, 1.0, 1),  # nearly equal weights: 2e^{.825} = 4.56 > e^{.995} = 2.70
+        (6, 1.0, 2),  # all six: 3e^{.540} = 5.15 > 4.56 > 2.70
+        (6, 0.07, 0),  # sharp weights: the closest point decides again
+    ],
+)
+def test_knn_votes_with_exp_cos_over_temperature_among_the_k_nearest(k, temperature, winner):
+    """One query at angle 0; class 0 at angle 0.1 (one point), class 1 at 0.6 (two), class 2 at
+    1.0 (three): which class wins pins both the weighting exp(cos/τ) and the neighbourhood k."""
+    train_x = _on_circle(0.1, 0.6, 0.6, 1.0, 1.0, 1.0) * torch.tensor(
+        [[1.0], [2], [3], [1], [2], [5]]
+    )
+    train_y = torch.tensor([0, 1, 1, 2, 2, 2])
+    query = _on_circle(0.0) * 7.0  # norms do not matter: cosine similarity
+    for label in range(3):
+        got = knn_accuracy(train_x, train_y, query, torch.tensor([label]), k, temperature)
+        assert got["accuracy"] == (1.0 if label == winner else 0.0), (label, got)
+    assert got["k"] == k and got["temperature"] == temperature

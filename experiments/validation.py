@@ -1,0 +1,238 @@
+"""Every experiment's configuration, validated as a whole before a run (or a record) exists.
+
+:func:`experiments.tracking.make_experiment` registers one Sacred config hook on every experiment.
+It checks the keys the experiments share (data, model, GeSSL options, evaluation, training
+lengths) wherever they appear, then the experiment's own keys (functions registered with
+:func:`validates`). A bad value raises :class:`UsageError` with one line —
+``<key>: <what is wrong> (allowed: …)`` — which the command line prints as ``error: …`` and
+turns into exit status 2, before Sacred starts the run: no file record, no database record,
+no W&B run.
+
+Why a config hook and not a Sacred ingredient: an ingredient moves its keys under a prefix
+(``data.dataset``), which would change every documented command; the hook sees the whole
+configuration under the names users type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = [
+    "UsageError",
+    "check_bool",
+    "check_choice",
+    "check_choices",
+    "check_int",
+    "check_keys",
+    "check_number",
+    "validate",
+    "validates",
+]
+
+
+class UsageError(ValueError):
+    """A bad configuration or command-line value (exit status 2 on the command line)."""
+
+
+Validator = Callable[[Mapping[str, Any]], None]
+_VALIDATORS: dict[str, list[Validator]] = {}
+
+
+def _allowed(values: Iterable[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise UsageError(f"{key}: unknown value {value!r} (allowed: {_allowed(allowed)})")
+
+
+def check_choices(key: str, values: Any, allowed: Iterable[Any], empty: bool = True) -> None:
+    """A list whose every item is one of ``allowed``."""
+    allowed = list(allowed)
+    if not isinstance(values, (list, tuple)):
+        raise UsageError(f"{key}: expected a list, got {values!r} (allowed items: …)")
+    if not values and not empty:
+        raise UsageError(f"{key}: expected at least one value (allowed: {_allowed(allowed)})")
+    for v in values:
+        if v not in allowed:
+            raise UsageError(f"{key}: unknown value {v!r} (allowed: {_allowed(allowed)})")
+
+
+def check_int(key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{key}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise UsageError(f"{key}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"{key}: must be <= {maximum}, got {value}")
+
+
+def check_number(key: str, value: Any, gt: float | None = None, ge: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise UsageError(f"{key}: expected a number, got {value!r}")
+    if gt is not None and not value > gt:
+        raise UsageError(f"{key}: must be > {gt:g}, got {value!r}")
+    if ge is not None and not value >= ge:
+        raise UsageError(f"{key}: must be >= {ge:g}, got {value!r}")
+
+
+def check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise UsageError(f"{key}: expected True or False, got {value!r}")
+
+
+def check_keys(key: str, mapping: Any, allowed: Iterable[str]) -> None:
+    """A dictionary whose keys are all in ``allowed``."""
+    allowed = sorted(allowed)
+    if not isinstance(mapping, Mapping):
+        raise UsageError(f"{key}: expected a dictionary, got {mapping!r}")
+    for k in mapping:
+        if k not in allowed:
+            raise UsageError(f"{key}: unknown key {k!r} (allowed: {_allowed(allowed) or 'none'})")
+
+
+def validates(experiment: Any) -> Callable[[Validator], Validator]:
+    """Register ``fn(config)`` as a validator of ``experiment`` (run after the shared checks)."""
+
+    def register(fn: Validator) -> Validator:
+        _VALIDATORS.setdefault(experiment.path, []).append(fn)
+        return fn
+
+    return register
+
+
+# ----------------------------------------------------------------------------- shared keys
+def _methods() -> list[str]:
+    from gessl.methods import available_methods
+
+    return list(available_methods())
+
+
+DATASETS = ("digits", "cifar10", "cifar100", "stl10")
+ENCODERS = ("mlp", "cnn", "resnet18")
+
+
+def check_method_options(key: str, method: str, options: Any) -> None:
+    from gessl.methods import METHODS
+
+    check_keys(key, options, METHODS[method].defaults)
+
+
+def check_gessl(key: str, options: Any, **extra: Any) -> None:
+    """A dictionary of :class:`gessl.trainer.GeSSLConfig` fields that builds a valid config."""
+    from gessl.trainer.config import GeSSLConfig
+
+    fields = [f.name for f in dataclasses.fields(GeSSLConfig)]
+    check_keys(key, options, fields)
+    try:
+        GeSSLConfig(**{**extra, **options})
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"{key}: {str(err).splitlines()[0]}") from None
+
+
+def _evaluation_keys() -> dict[str, inspect.Parameter]:
+    from experiments.pipeline import evaluate
+
+    params = inspect.signature(evaluate).parameters
+    return {k: p for k, p in params.items() if k not in ("method", "splits", "seed")}
+
+
+def check_evaluation(key: str, options: Any) -> None:
+    from gessl.eval import PROVIDERS
+    from gessl.tasks import CRITICS
+
+    check_keys(key, options, _evaluation_keys())
+    at_least = {
+        "knn_k": 1,
+        "few_shot_way": 2,
+        "few_shot_shot": 1,
+        "few_shot_episodes": 1,
+        "report_tasks": 1,
+        "report_samples": 2,
+        "provider_steps": 1,
+    }
+    for k, v in options.items():
+        if k in at_least:
+            check_int(f"{key}.{k}", v, at_least[k])
+        elif k in ("knn_temperature", "report_temperature"):
+            check_number(f"{key}.{k}", v, gt=0)
+        elif k == "provider":
+            check_choice(f"{key}.provider", v, PROVIDERS)
+        elif k == "report_critic":
+            check_choice(f"{key}.report_critic", v, [*CRITICS, "method"])
+
+
+def _shared(config: Mapping[str, Any]) -> None:
+    """The keys several experiments share, checked wherever they appear."""
+    c = config
+    if "seed" in c:
+        check_int("seed", c["seed"])
+    if "method" in c:
+        check_choice("method", c["method"], _methods())
+        if "method_options" in c:
+            check_method_options("method_options", c["method"], c["method_options"])
+    if "methods" in c:
+        check_choices("methods", c["methods"], _methods(), empty=False)
+    if "mode" in c:
+        check_choice("mode", c["mode"], ("gessl", "plain"))
+    if "dataset" in c:
+        check_choice("dataset", c["dataset"], DATASETS)
+    if c.get("data_root") is not None and not isinstance(c["data_root"], str):
+        raise UsageError(f"data_root: expected a folder path, got {c['data_root']!r}")
+    if "encoder" in c:
+        check_choice("encoder", c["encoder"], ENCODERS)
+    if "encoders" in c:
+        check_choices("encoders", c["encoders"], ENCODERS, empty=False)
+    for key, minimum in (("width", 1), ("tasks_per_step", 1), ("n_samples", 2)):
+        if key in c:
+            check_int(key, c[key], minimum)
+    if "steps" in c and c["steps"] is not None:
+        check_int("steps", c["steps"], 1)
+    if "outer_lr" in c:
+        check_number("outer_lr", c["outer_lr"], gt=0)
+    if "proj_dims" in c:
+        dims = c["proj_dims"]
+        if not isinstance(dims, (list, tuple)) or not dims:
+            raise UsageError(f"proj_dims: expected a non-empty list of sizes, got {dims!r}")
+        for i, d in enumerate(dims):
+            check_int(f"proj_dims[{i}]", d, 1)
+    if "seen_classes" in c and c["seen_classes"] is not None:
+        seen = c["seen_classes"]
+        if not isinstance(seen, (list, tuple)) or len(seen) < 2:
+            raise UsageError(f"seen_classes: expected a list of at least 2 classes, got {seen!r}")
+        for i, k in enumerate(seen):
+            check_int(f"seen_classes[{i}]", k, 0)
+    if "gessl" in c:
+        extra = {}
+        if "tasks_per_step" in c:
+            extra["tasks_per_step"] = c["tasks_per_step"]
+        if "mode" in c:
+            extra["mode"] = c["mode"]
+        check_gessl("gessl", c["gessl"], **extra)
+    if "evaluation" in c:
+        check_evaluation("evaluation", c["evaluation"])
+    if "checkpoint_every" in c:
+        check_int("checkpoint_every", c["checkpoint_every"], 0)
+    if "jobs" in c:
+        check_int("jobs", c["jobs"], 0)
+    for key in ("figures", "strict", "memory", "bounds_end_to_end"):
+        if key in c:
+            check_bool(key, c[key])
+
+
+def validate(experiment: str, config: Mapping[str, Any]) -> None:
+    """Raise :class:`UsageError` for the first bad value of ``config`` (the shared keys first,
+    then the experiment's own validators). Any ``ValueError`` a validator raises counts as one."""
+    try:
+        _shared(config)
+        for fn in _VALIDATORS.get(experiment, []):
+            fn(config)
+    except UsageError:
+        raise
+    except ValueError as err:
+        raise UsageError(str(err).splitlines()[0]) from None

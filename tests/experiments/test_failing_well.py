@@ -1,0 +1,227 @@
+"""Usage errors, interruptions and crashes, as a user meets them: each through the real command.
+
+Usage errors exit 2 with one line and leave nothing behind (no file record, no W&B run);
+Ctrl-C exits 130 with one line and keeps an INTERRUPTED record; after SIGKILL the claims that
+finished are in ``claims.json`` and the listing shows the dead record as STALE.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    wandb_dir = tmp_path / "wandb-home"
+    return {
+        **os.environ,
+        "GESSL_RUNS_DIR": str(tmp_path / "runs"),
+        "WANDB_MODE": "offline",  # offline runs would appear under WANDB_DIR if one started
+        "WANDB_DIR": str(wandb_dir),
+        "GESSL_PROGRESS": "0",
+        **extra,
+    }
+
+
+def _run(tmp_path: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _nothing_left(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not any(p.name.isdigit() for p in runs.iterdir())
+    assert not list((tmp_path / "wandb-home").rglob("offline-run-*"))
+
+
+def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in proc.stderr.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize(
+    ("module", "setting", "message"),
+    [
+        ("experiments.bounds", "claims=['no_such_claim']", "claims: unknown value 'no_such_claim'"),
+        ("experiments.bounds", "profil=full", "unknown configuration key 'profil' (did you mean"),
+        ("experiments.bounds", "profile=huge", "profile: unknown value 'huge' (allowed: tiny"),
+        ("experiments.bounds", "seed=abc", "seed: expected an integer, got 'abc'"),
+        ("experiments.pretrain", "method=nope", "method: unknown value 'nope' (allowed: "),
+        ("experiments.pretrain", "dataset=imagenet", "dataset: unknown value 'imagenet'"),
+        ("experiments.pretrain", "encoder=vit", "encoder: unknown value 'vit'"),
+        ("experiments.pretrain", "mode=meta", "mode: unknown value 'meta' (allowed: gessl, plain)"),
+        ("experiments.pretrain", "method_options={'tau': 1}", "method_options: unknown key 'tau'"),
+        ("experiments.pretrain", "gessl.order=third", "gessl: order must be one of"),
+        ("experiments.pretrain", "evaluation.nope=1", "evaluation: unknown key 'nope'"),
+        ("experiments.pretrain", "tasks_per_step=0", "tasks_per_step: must be >= 1, got 0"),
+        ("experiments.pretrain", "n_samples=1", "n_samples: must be >= 2, got 1"),
+        ("experiments.pretrain", "steps=-5", "steps: must be >= 1, got -5"),
+        ("experiments.sigma", "eval_every=0", "eval_every: must be >= 1"),
+        ("experiments.ablation", "parameter=nope", "parameter: unknown value 'nope'"),
+        ("experiments.study", "profile=huge", "profile: unknown value 'huge'"),
+        ("experiments.benchmark", "methods=['nope']", "methods: unknown value 'nope'"),
+    ],
+)
+def test_usage_error_is_one_line_exit_2_and_leaves_nothing(tmp_path, module, setting, message):
+    proc = _run(tmp_path, module, "with", setting)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = _error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert "Traceback" not in proc.stderr
+    _nothing_left(tmp_path)
+
+
+def test_bad_command_and_malformed_value_are_usage_errors(tmp_path):
+    for args, message in (
+        (["experiments.bounds", "nosuchcommand"], "error: unknown command 'nosuchcommand'"),
+        (["experiments.bounds", "with", "claims=["], "error: claims: expected a list"),
+    ):
+        proc = _run(tmp_path, *args)
+        assert proc.returncode == 2 and _error_lines(proc)[0].startswith(message), proc.stderr
+    _nothing_left(tmp_path)
+
+
+def test_help_documents_the_exit_codes(tmp_path):
+    for module in ("experiments.bounds", "experiments.pretrain", "experiments.gessl_map"):
+        proc = _run(tmp_path, module, "--help")
+        assert proc.returncode == 0 and "Exit status: 0" in proc.stdout and "130" in proc.stdout
+    proc = _run(tmp_path, "paper_figures", "--help")
+    assert proc.returncode == 0 and "exit status: 0" in proc.stdout and "130" in proc.stdout
+
+
+def test_paper_figures_refuses_a_missing_runs_folder(tmp_path):
+    proc = _run(tmp_path, "paper_figures", "--runs", "/nonexistent", "--out", str(tmp_path / "f"))
+    assert proc.returncode == 2
+    assert _error_lines(proc) == [
+        "error: --runs /nonexistent: no such folder of run records "
+        "(run an experiment first, or pass --run-missing)"
+    ]
+    assert not (tmp_path / "f").exists()
+
+
+def test_an_extra_file_observer_on_the_default_folder_is_the_same_record(tmp_path):
+    runs = tmp_path / "runs"
+    proc = _run(
+        tmp_path,
+        "experiments.bounds",
+        "with",
+        "profile=tiny",
+        "claims=['collapse_values']",
+        "-F",
+        str(runs),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in runs.iterdir() if p.name.isdigit()) == ["1"]
+
+
+def test_the_record_names_its_sources_dependencies_and_commit(tmp_path):
+    proc = _run(
+        tmp_path, "experiments.bounds", "with", "profile=tiny", "claims=['collapse_values']"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads((tmp_path / "runs" / "1" / "run.json").read_text())
+    exp = run["experiment"]
+    assert exp["mainfile"] == "experiments/bounds.py"
+    sources = {s[0] for s in exp["sources"]}
+    assert {"experiments/bounds.py", "theory/claims/contrastive.py", "gessl/tasks.py"} <= sources
+    deps = {d.split("==")[0] for d in exp["dependencies"]}
+    assert {"torch", "numpy", "scipy", "sacred", "wandb", "gessl-lab"} <= deps
+    assert "gessl_commit" in run["host"] and run["host"]["gessl_version"]
+
+
+def _start_bounds(tmp_path: Path) -> subprocess.Popen:
+    """Every claim on the tiny budget, in this process (jobs=1), so signals reach the run."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.bounds", "with", "profile=tiny", "jobs=1"],
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_claims(tmp_path: Path, proc: subprocess.Popen, at_least: int = 1) -> list[str]:
+    path = tmp_path / "runs" / "1" / "claims.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        try:
+            done = [c["claim_id"] for c in json.loads(path.read_text())["claims"]]
+        except (OSError, json.JSONDecodeError, KeyError):
+            done = []
+        if len(done) >= at_least:
+            return done
+        time.sleep(0.2)
+    raise AssertionError("no claim finished in time")
+
+
+def test_ctrl_c_is_one_line_exit_130_and_an_interrupted_record(tmp_path):
+    proc = _start_bounds(tmp_path)
+    try:
+        _wait_for_claims(tmp_path, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    record = str(tmp_path / "runs" / "1")
+    assert last.startswith("interrupted at claim ") and last.endswith(f"{record} (INTERRUPTED)")
+    assert json.loads((tmp_path / "runs" / "1" / "run.json").read_text())["status"] == (
+        "INTERRUPTED"
+    )
+    claims = json.loads((tmp_path / "runs" / "1" / "claims.json").read_text())
+    assert claims["complete"] is False and claims["claims"]
+
+
+def test_sigkill_keeps_the_finished_claims_and_the_listing_shows_stale(tmp_path):
+    proc = _start_bounds(tmp_path)
+    try:
+        done = _wait_for_claims(tmp_path, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    record = tmp_path / "runs" / "1"
+    claims = json.loads((record / "claims.json").read_text())  # valid JSON, never half-written
+    kept = [c["claim_id"] for c in claims["claims"]]
+    assert claims["complete"] is False and set(done) <= set(kept)
+    assert all(c["verdict"] in ("holds", "violated", "inconclusive") for c in claims["claims"])
+    assert json.loads((record / "run.json").read_text())["status"] == "RUNNING"
+    time.sleep(1.5)
+    listing = subprocess.run(
+        [sys.executable, "-m", "experiments.runs", "list", "--runs", str(tmp_path / "runs")],
+        cwd=REPO,
+        env={**_env(tmp_path), "GESSL_STALE_AFTER": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listing.returncode == 0, listing.stderr
+    row = next(ln for ln in listing.stdout.splitlines() if ln.startswith("1 "))
+    assert "STALE" in row and "bounds" in row
+    fresh = subprocess.run(  # with the default threshold (120 s) the same record is RUNNING
+        [sys.executable, "-m", "experiments.runs", "list", "--runs", str(tmp_path / "runs")],
+        cwd=REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "RUNNING" in next(ln for ln in fresh.stdout.splitlines() if ln.startswith("1 "))
