@@ -43,6 +43,7 @@ exit status:
   0  ok
   2  usage error, unknown run id, no runs folder, unreachable database, or SQLAlchemy/psycopg
      missing (pip install 'gessl-lab[db]')
+  130  interrupted
 """
 
 
@@ -498,4 +499,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; nothing was changed", file=sys.stderr)
+        sys.exit(130)

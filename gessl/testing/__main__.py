@@ -1,5 +1,6 @@
 """``python -m gessl.testing MODULE:FUNCTION [--card FILE]`` — exit 0 all pass, 1 a property
-fails, 2 usage error (bad arguments, unimportable function, malformed card)."""
+fails, 2 usage error (bad arguments, unimportable function, malformed card: one ``error:`` line
+on stderr, naming the card file)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gessl.testing.card import PROPERTIES, CardError, load_card
-from gessl.testing.harness import check_loss
-from gessl.testing.properties import resolve
+from gessl.testing.card import DTYPES, PROPERTIES, CardError, PropertyCard, load_card, resolve
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gessl.testing",
         description="Property-test an SSL loss against the invariants its card declares.",
-        epilog="properties: " + "; ".join(f"{k}: {v}" for k, v in PROPERTIES.items()),
+        epilog="properties: "
+        + "; ".join(f"{k}: {v}" for k, v in PROPERTIES.items())
+        + f". dtypes: {', '.join(DTYPES)}. Exit status: 0 every property holds, 1 one is "
+        "falsified (or could not be run), 2 usage or card error, 130 interrupted.",
     )
     p.add_argument("target", help="the loss, as 'package.module:function'")
     p.add_argument(
@@ -34,31 +36,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error(*parts: object) -> int:
+    """Print one ``error:`` line on stderr (newlines folded) and return the usage exit status."""
+    print(" ".join(("error: " + ": ".join(str(p) for p in parts)).split()), file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    if args.max_examples is not None and args.max_examples < 1:
+        return _error("--max-examples must be >= 1")
+    card: PropertyCard | None = None
+    card_path = args.card
+    if card_path:  # read first: a malformed card is reported before the loss (and torch) loads
+        try:
+            card = load_card(card_path)
+        except CardError as err:
+            return _error(err.source or card_path, err.message)
     try:
         fn = resolve(args.target)
-    except (ValueError, ImportError, AttributeError) as err:
-        parser.print_usage(sys.stderr)
-        print(f"error: cannot load {args.target!r}: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:  # a missing module or function, or one that fails to import
+        return _error(f"cannot load {args.target!r}", f"{type(err).__name__}: {err}")
     if not callable(fn):
-        print(f"error: {args.target!r} is not callable", file=sys.stderr)
-        return 2
-    try:
-        if args.card:
-            card = load_card(args.card)
-        else:
-            name = getattr(fn, "loss_name", None)
-            if name is None:
-                print(
-                    "error: --card is required for a loss without a built-in card", file=sys.stderr
-                )
-                return 2
-            from gessl.losses import builtin_card_path
+        return _error(f"{args.target!r} is not callable")
+    if not card_path:
+        name = getattr(fn, "loss_name", None)
+        if name is None:
+            return _error(f"--card is required: {args.target!r} has no built-in card")
+        from gessl.losses import builtin_card_path
 
-            card = load_card(builtin_card_path(name))
+        card_path = builtin_card_path(name)
+    from gessl.testing.harness import check_loss
+
+    try:
+        if card is None:
+            card = load_card(card_path)
         only = [s.strip() for s in args.only.split(",")] if args.only else None
         report = check_loss(
             fn,
@@ -68,12 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             shrink=not args.no_shrink,
         )
-    except (CardError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except CardError as err:
+        return _error(err.source or card_path, err.message)
+    except ValueError as err:  # --only names an undeclared property
+        return _error(err)
     print(report.to_json() if args.json else report.format())
     return 0 if report.passed else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; the properties checked so far are not reported", file=sys.stderr)
+        sys.exit(130)

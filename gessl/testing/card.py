@@ -6,7 +6,12 @@ it with, optional ranges to sweep options over, the closed-form expressions its 
 
 Expressions are arithmetic in the variables ``N`` (batch size), ``D`` (feature dimension),
 ``norm2`` (squared norm of the collapse vector, collapse only), every numeric option by name, and
-the functions/constants ``log exp sqrt log1p expm1 abs min max pi e inf``. Example TOML::
+the functions/constants ``log exp sqrt log1p expm1 abs min max pi e inf``.
+
+Each property runs in one or more floating-point dtypes (:data:`DTYPES`): by default the exact
+properties in float64 and ``stability`` in float32 (:data:`DEFAULT_DTYPES`). A card may change
+that with ``dtypes``: a list applies to every declared property, a table to the properties it
+names; ``gradcheck`` always runs in float64 (finite differences need it). Example TOML::
 
     name = "infonce"
     properties = ["finite", "range", "collapse", "rotation", "gradcheck"]
@@ -19,11 +24,15 @@ the functions/constants ``log exp sqrt log1p expm1 abs min max pi e inf``. Examp
 
     [sweep]                # drawn per example; float bounds -> floats, int bounds -> integers
     temperature = [0.05, 2.0]
+
+    [dtypes]               # optional; or dtypes = ["float64", "float32"] for every property
+    stability = ["float32", "float64"]
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -31,7 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PROPERTIES", "CardError", "PropertyCard", "evaluate", "load_card"]
+__all__ = [
+    "DEFAULT_DTYPES",
+    "DTYPES",
+    "PROPERTIES",
+    "CardError",
+    "PropertyCard",
+    "evaluate",
+    "expression_names",
+    "load_card",
+    "resolve",
+]
 
 #: property name -> one-line meaning (the harness implements each in ``properties.py``)
 PROPERTIES: dict[str, str] = {
@@ -47,7 +66,18 @@ PROPERTIES: dict[str, str] = {
     "view_swap": "loss(z1, z2) == loss(z2, z1)",
     "gradcheck": "autograd gradient equals float64 finite differences (torch gradcheck)",
     "reference": "value equals the reference function's value",
+    "stability": "loss, terms and input gradients stay finite at the corners of the sweep, on "
+    "unit-norm and raw (norms up to 30) rows (float32 by default)",
 }
+
+#: the dtypes a card may name (``dtypes``), as torch calls them
+DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+
+#: dtypes of a property when the card does not say (every property not listed: float64)
+DEFAULT_DTYPES: dict[str, tuple[str, ...]] = {"stability": ("float32",)}
+
+#: properties that only make sense in float64 (finite differences)
+FLOAT64_ONLY = frozenset({"gradcheck"})
 
 _FUNCS: dict[str, Any] = {
     "log": math.log,
@@ -81,7 +111,16 @@ _ALLOWED = (
 
 
 class CardError(ValueError):
-    """A malformed card (unknown property, missing expression, bad TOML, ...)."""
+    """A malformed card (unknown property, missing expression, bad TOML, bad reference, ...).
+
+    ``message`` is one line; ``source`` is the card file when it is known (``str(err)`` is then
+    ``"<source>: <message>"``).
+    """
+
+    def __init__(self, message: str, source: str | Path | None = None) -> None:
+        self.message = " ".join(str(message).split())
+        self.source = None if source is None else str(source)
+        super().__init__(f"{self.source}: {self.message}" if self.source else self.message)
 
 
 def _parse(expr: str) -> ast.Expression:
@@ -97,6 +136,19 @@ def _parse(expr: str) -> ast.Expression:
         ):
             raise CardError(f"expression {expr!r} calls an unknown function")
     return tree
+
+
+def expression_names(expr: str | float) -> set[str]:
+    """The variables an expression uses (functions and constants excluded); checks its syntax."""
+    if isinstance(expr, (int, float)) and not isinstance(expr, bool):
+        return set()
+    tree = _parse(str(expr))
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and id(n) not in called and n.id not in _CONSTS
+    }
 
 
 def evaluate(expr: str | float, variables: Mapping[str, Any]) -> float:
@@ -117,9 +169,25 @@ def evaluate(expr: str | float, variables: Mapping[str, Any]) -> float:
         if isinstance(node, ast.Name) and node.id not in names:
             raise CardError(f"expression {expr!r} uses unknown variable {node.id!r}")
     try:
-        return float(eval(compile(tree, "<card>", "eval"), {"__builtins__": {}}, names))
-    except (OverflowError, ZeroDivisionError, ValueError) as err:
+        value = float(eval(compile(tree, "<card>", "eval"), {"__builtins__": {}}, names))
+    except (ArithmeticError, ValueError, TypeError) as err:
         raise CardError(f"cannot evaluate {expr!r}: {err}") from None
+    if math.isnan(value):
+        raise CardError(f"expression {expr!r} evaluates to nan")
+    return value
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _is_expression(x: Any) -> bool:
+    return _is_number(x) or isinstance(x, str)
+
+
+def _names(x: Any) -> bool:
+    """A list/tuple of strings (not a bare string)."""
+    return isinstance(x, (list, tuple)) and all(isinstance(v, str) for v in x)
 
 
 @dataclass(frozen=True)
@@ -130,24 +198,29 @@ class PropertyCard:
         name: a label for reports.
         properties: declared property names (keys of :data:`PROPERTIES`).
         options: keyword options passed to the loss on every call.
-        sweep: option name -> (low, high), drawn per example (ints give integers).
+        sweep: option name -> (low, high), drawn per example (ints give integers); ``stability``
+            evaluates the loss at the corners of this box instead.
         property_options: property name -> options that override ``options`` for that property
             only (e.g. a positive ``eps`` for ``collapse`` while invariances run with ``eps = 0``).
         range: (lower, upper) expressions, for ``range``.
         collapse: expression for the collapsed value, for ``collapse``.
         reference: ``"module:function"`` of a reference implementation taking NumPy arrays and
             the same options, for ``reference``.
-        differentiable: the inputs ``gradcheck`` differentiates (e.g. only ``z1`` when ``z2`` is
-            a stop-gradient target).
+        differentiable: the inputs ``gradcheck`` differentiates, and whose gradients ``finite``
+            and ``stability`` check (e.g. only ``z1`` when ``z2`` is a stop-gradient target).
         extra_inputs: auxiliary inputs living in feature space: name -> number of rows ``K``
             (a ``[K, D]`` tensor, e.g. a queue or prototypes) or ``0`` for a ``[D]`` vector
             (e.g. DINO's center). Rotations and feature permutations act on them too; the
             collapse property sets their rows to the collapse vector.
         batch, dim: inclusive ranges of N and D to draw.
-        rtol, atol: tolerance of every equality and inequality (float64 throughout).
+        rtol, atol: tolerance of every equality and inequality in float64; in a lower precision
+            each is widened to at least ``1000 * eps`` of that dtype (1.2e-4 in float32).
         max_examples: hypothesis examples per property.
         conditioning: minimum row norm and per-feature std of drawn embeddings, keeping examples
             away from the singular points of cosine similarity and batch standardisation.
+        dtypes: ``None`` (each property's default, :data:`DEFAULT_DTYPES`), a list of
+            :data:`DTYPES` for every declared property, or property name -> list for the
+            properties named. ``gradcheck`` runs in float64 only.
     """
 
     name: str
@@ -166,48 +239,136 @@ class PropertyCard:
     atol: float = 1e-10
     max_examples: int = 30
     conditioning: float = 0.25
+    dtypes: tuple[str, ...] | Mapping[str, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
+        label = f"card {self.name!r}"
+
+        def fail(what: str) -> None:
+            raise CardError(f"{label}: {what}")
+
+        if not isinstance(self.name, str):
+            fail("name must be a string")
+        if not _names(self.properties):
+            fail("properties must be a list of property names")
         object.__setattr__(self, "properties", tuple(self.properties))
-        object.__setattr__(self, "differentiable", tuple(self.differentiable))
         unknown = [p for p in self.properties if p not in PROPERTIES]
         if unknown:
-            raise CardError(
-                f"card {self.name!r}: unknown property {unknown[0]!r}; "
-                f"known: {', '.join(PROPERTIES)}"
-            )
-        if "range" in self.properties:
-            if self.range is None or len(self.range) != 2:
-                raise CardError(f"card {self.name!r} declares 'range' but gives no [lower, upper]")
+            fail(f"unknown property {unknown[0]!r}; known: {', '.join(PROPERTIES)}")
+        if not _names(self.differentiable):
+            fail("differentiable must be a list of input names")
+        object.__setattr__(self, "differentiable", tuple(self.differentiable))
+        for key in ("options", "sweep", "property_options", "extra_inputs"):
+            if not isinstance(getattr(self, key), Mapping):
+                fail(f"{key} must be a table")
+        # ---------------------------------------------------------------- expressions
+        if self.range is not None:
+            if not isinstance(self.range, (list, tuple)) or len(self.range) != 2:
+                fail("range must be [lower, upper]")
             object.__setattr__(self, "range", tuple(self.range))
+        if "range" in self.properties and self.range is None:
+            raise CardError(f"{label} declares 'range' but gives no [lower, upper]")
         if "collapse" in self.properties and self.collapse is None:
-            raise CardError(f"card {self.name!r} declares 'collapse' but gives no value")
-        if "reference" in self.properties and not self.reference:
-            raise CardError(f"card {self.name!r} declares 'reference' but names no function")
+            raise CardError(f"{label} declares 'collapse' but gives no value")
         for expr in [*(self.range or ()), *([self.collapse] if self.collapse is not None else [])]:
-            if not isinstance(expr, (int, float)):
-                _parse(str(expr))
+            if not _is_expression(expr):
+                fail(f"expression {expr!r} must be a number or a string")
+            if not _is_number(expr):
+                try:
+                    _parse(str(expr))
+                except CardError as err:
+                    fail(err.message)
+        # ---------------------------------------------------------------- reference
+        if "reference" in self.properties and not self.reference:
+            raise CardError(f"{label} declares 'reference' but names no function")
+        if self.reference is not None:
+            mod, sep, attr = str(self.reference).partition(":")
+            if not isinstance(self.reference, str) or not (mod and sep and attr):
+                fail(f"reference must be 'module:function', got {self.reference!r}")
+        # ---------------------------------------------------------------- sizes, tolerances
         for lo_hi, nm in ((self.batch, "batch"), (self.dim, "dim")):
-            if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
-                raise CardError(f"card {self.name!r}: {nm} must be [min, max] with 1 <= min <= max")
+            if (
+                not isinstance(lo_hi, (list, tuple))
+                or len(lo_hi) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in lo_hi)
+                or not 1 <= lo_hi[0] <= lo_hi[1]
+            ):
+                fail(f"{nm} must be [min, max] with integers 1 <= min <= max")
+        object.__setattr__(self, "batch", tuple(self.batch))
+        object.__setattr__(self, "dim", tuple(self.dim))
         if self.batch[0] < 2:
-            raise CardError(f"card {self.name!r}: batch sizes start at 2")
+            fail("batch sizes start at 2")
+        for key in ("rtol", "atol", "conditioning"):
+            val = getattr(self, key)
+            if not _is_number(val) or not math.isfinite(val) or val < 0:
+                fail(f"{key} must be a finite number >= 0, got {val!r}")
+        if not isinstance(self.max_examples, int) or isinstance(self.max_examples, bool):
+            fail(f"max_examples must be an integer, got {self.max_examples!r}")
+        if self.max_examples < 1:
+            fail("max_examples must be >= 1")
+        # ---------------------------------------------------------------- sweep
+        sweep = {}
         for key, bounds in self.sweep.items():
-            if len(bounds) != 2 or bounds[0] > bounds[1]:
-                raise CardError(f"card {self.name!r}: sweep {key!r} must be [low, high]")
+            if (
+                not isinstance(bounds, (list, tuple))
+                or len(bounds) != 2
+                or not all(_is_number(b) and math.isfinite(b) for b in bounds)
+                or bounds[0] > bounds[1]
+            ):
+                fail(f"sweep {key!r} must be [low, high] with finite numbers low <= high")
             if key in self.options:
-                raise CardError(f"card {self.name!r}: {key!r} is both an option and swept")
+                fail(f"{key!r} is both an option and swept")
+            sweep[key] = tuple(bounds)
+        object.__setattr__(self, "sweep", sweep)
+        # ---------------------------------------------------------------- options, inputs
         bad_props = [p for p in self.property_options if p not in PROPERTIES]
         if bad_props:
-            raise CardError(
-                f"card {self.name!r}: property_options for unknown property {bad_props[0]!r}"
-            )
+            fail(f"property_options for unknown property {bad_props[0]!r}")
+        for p, opts in self.property_options.items():
+            if not isinstance(opts, Mapping):
+                fail(f"property_options.{p} must be a table")
+        for nm, rows in self.extra_inputs.items():
+            if nm in ("z1", "z2"):
+                fail(f"extra input {nm!r} clashes with the two views")
+            if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+                fail(f"extra input {nm!r} must give a number of rows >= 0 (0: a [D] vector)")
         allowed_inputs = {"z1", "z2", *self.extra_inputs}
         bad = [x for x in self.differentiable if x not in allowed_inputs]
         if bad:
-            raise CardError(f"card {self.name!r}: differentiable input {bad[0]!r} does not exist")
-        if self.max_examples < 1:
-            raise CardError(f"card {self.name!r}: max_examples must be >= 1")
+            fail(f"differentiable input {bad[0]!r} does not exist")
+        # ---------------------------------------------------------------- dtypes
+        object.__setattr__(self, "dtypes", self._checked_dtypes(fail))
+
+    def _checked_dtypes(self, fail: Any) -> tuple[str, ...] | dict[str, tuple[str, ...]] | None:
+        def names(value: Any, where: str) -> tuple[str, ...]:
+            if not _names(value) or not value:
+                fail(f"{where} must be a non-empty list of dtype names ({', '.join(DTYPES)})")
+            bad = [v for v in value if v not in DTYPES]
+            if bad:
+                fail(f"unknown dtype {bad[0]!r} in {where}; known: {', '.join(DTYPES)}")
+            return tuple(dict.fromkeys(value))
+
+        if self.dtypes is None:
+            return None
+        if isinstance(self.dtypes, Mapping):
+            out = {}
+            for prop, value in self.dtypes.items():
+                if prop not in PROPERTIES:
+                    fail(f"dtypes for unknown property {prop!r}")
+                out[prop] = names(value, f"dtypes.{prop}")
+                if prop in FLOAT64_ONLY and out[prop] != ("float64",):
+                    fail(f"{prop} runs in float64 only (finite differences), not {out[prop]}")
+            return out
+        return names(self.dtypes, "dtypes")
+
+    def dtypes_for(self, prop: str) -> tuple[str, ...]:
+        """The dtypes in which property ``prop`` runs (see :attr:`dtypes`)."""
+        if prop in FLOAT64_ONLY:
+            return ("float64",)
+        default = DEFAULT_DTYPES.get(prop, ("float64",))
+        if isinstance(self.dtypes, Mapping):
+            return self.dtypes.get(prop, default)
+        return self.dtypes or default
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], default_name: str = "card") -> PropertyCard:
@@ -220,24 +381,40 @@ class PropertyCard:
         kw.setdefault("name", default_name)
         if "properties" not in kw:
             raise CardError(f"card {kw['name']!r} lists no properties")
-        for key in ("batch", "dim", "differentiable", "range"):
-            if key in kw and kw[key] is not None:
-                kw[key] = tuple(kw[key])
-        if "sweep" in kw:
-            kw["sweep"] = {k: tuple(v) for k, v in kw["sweep"].items()}
         try:
             return cls(**kw)
         except TypeError as err:
-            raise CardError(str(err)) from None
+            raise CardError(f"card {kw['name']!r}: {err}") from None
 
 
 def load_card(path: str | Path) -> PropertyCard:
-    """Read a TOML card from ``path``."""
+    """Read a TOML card from ``path``; every problem is a :class:`CardError` naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise CardError(f"card file not found: {p}")
+        raise CardError("card file not found", source=p)
     try:
-        data = tomllib.loads(p.read_text())
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise CardError(f"cannot read the card: {err}", source=p) from None
     except tomllib.TOMLDecodeError as err:
-        raise CardError(f"{p}: invalid TOML: {err}") from None
-    return PropertyCard.from_dict(data, default_name=p.stem)
+        raise CardError(f"invalid TOML: {err}", source=p) from None
+    try:
+        return PropertyCard.from_dict(data, default_name=p.stem)
+    except CardError as err:
+        raise CardError(err.message, source=p) from None
+
+
+_RESOLVED: dict[str, Any] = {}
+
+
+def resolve(spec: str) -> Any:
+    """Import ``"package.module:attribute"`` (a loss, or a card's reference); cached."""
+    if spec not in _RESOLVED:
+        mod, sep, attr = spec.partition(":")
+        if not sep or not mod or not attr:
+            raise ValueError(f"expected 'module:function', got {spec!r}")
+        obj: Any = importlib.import_module(mod)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        _RESOLVED[spec] = obj
+    return _RESOLVED[spec]

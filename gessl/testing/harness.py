@@ -1,7 +1,9 @@
-"""``check_loss``: run every property a card declares as a hypothesis test, report each."""
+"""``check_loss``: run every property a card declares as a hypothesis test, in each of its
+dtypes, and report each run."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -12,31 +14,37 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from hypothesis.errors import HypothesisException
+from hypothesis.errors import HypothesisException, Unsatisfiable
 
-from gessl.testing.card import CardError, PropertyCard
-from gessl.testing.properties import CHECKS, Context, Falsified
+from gessl.testing.card import CardError, PropertyCard, expression_names, resolve
+from gessl.testing.properties import CHECKS, Context, Falsified, _numeric_defaults
 
 __all__ = ["CardReport", "PropertyResult", "check_loss"]
 
 
 def _plain(x: Any) -> Any:
-    """JSON-friendly copy of an example value (arrays to nested lists of rounded floats)."""
+    """JSON-friendly copy of an example value (arrays to nested lists of rounded floats;
+    non-finite floats to the strings ``"nan"``, ``"inf"``, ``"-inf"``, which strict JSON lacks)."""
     if isinstance(x, np.ndarray):
-        return np.round(x, 12).tolist()
+        return _plain(np.round(x, 12).tolist())
     if isinstance(x, dict):
         return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return _plain(x.item())
+    if isinstance(x, float) and not np.isfinite(x):
+        return str(x)
     return x
 
 
 @dataclass(frozen=True)
 class PropertyResult:
-    """The outcome of one declared property.
+    """The outcome of one declared property in one dtype.
 
     ``status`` is ``"passed"``, ``"failed"`` (with ``message`` and the minimal falsifying
-    ``example``) or ``"error"`` (hypothesis could not run the property, e.g. no valid example).
+    ``example``, whose ``"dtype"`` entry repeats ``dtype``) or ``"error"`` (hypothesis could not
+    run the property, e.g. no valid example).
     """
 
     name: str
@@ -44,6 +52,7 @@ class PropertyResult:
     message: str = ""
     example: dict[str, Any] | None = None
     seconds: float = 0.0
+    dtype: str = "float64"
 
     @property
     def passed(self) -> bool:
@@ -56,6 +65,8 @@ class PropertyResult:
         lines = []
         with np.printoptions(precision=6, suppress=True, linewidth=100):
             for k, v in self.example.items():
+                if k == "dtype":  # in the heading
+                    continue
                 txt = np.array2string(np.asarray(v)) if isinstance(v, np.ndarray) else repr(v)
                 lines.append(f"    {k} = " + txt.replace("\n", "\n" + " " * (len(k) + 7)))
         return "\n".join(lines)
@@ -63,7 +74,9 @@ class PropertyResult:
 
 @dataclass(frozen=True)
 class CardReport:
-    """All property results of one card; ``passed`` iff every declared property passed."""
+    """All property results of one card (one per property and dtype); ``passed`` iff every one
+    passed. ``report["stability"]`` is the first result of that property,
+    ``report["stability", "float32"]`` the one in that dtype."""
 
     card: PropertyCard
     results: list[PropertyResult] = field(default_factory=list)
@@ -75,11 +88,12 @@ class CardReport:
     def failures(self) -> list[PropertyResult]:
         return [r for r in self.results if not r.passed]
 
-    def __getitem__(self, name: str) -> PropertyResult:
+    def __getitem__(self, key: str | tuple[str, str]) -> PropertyResult:
+        name, dtype = key if isinstance(key, tuple) else (key, None)
         for r in self.results:
-            if r.name == name:
+            if r.name == name and dtype in (None, r.dtype):
                 return r
-        raise KeyError(name)
+        raise KeyError(key)
 
     def format(self) -> str:
         """A human-readable table, with falsifying examples under each failure."""
@@ -91,11 +105,11 @@ class CardReport:
         rows = [head]
         for r in self.results:
             rows.append(
-                f"  {r.status.upper():7s} {r.name:20s} {r.seconds:6.2f}s"
+                f"  {r.status.upper():7s} {r.name:20s} {r.dtype:8s} {r.seconds:6.2f}s"
                 + (f"  {r.message}" if r.message else "")
             )
             if r.example and not r.passed:
-                rows.append("  falsifying example:")
+                rows.append(f"  falsifying example ({r.dtype}):")
                 rows.append(r.describe_example())
         return "\n".join(rows)
 
@@ -107,6 +121,7 @@ class CardReport:
                 "results": [
                     {
                         "property": r.name,
+                        "dtype": r.dtype,
                         "status": r.status,
                         "message": r.message,
                         "seconds": r.seconds,
@@ -116,6 +131,7 @@ class CardReport:
                 ],
             },
             indent=2,
+            allow_nan=False,
         )
 
 
@@ -123,6 +139,7 @@ def _run_property(
     fn: Callable[..., Any],
     card: PropertyCard,
     name: str,
+    dtype: str,
     max_examples: int,
     seed: int | None,
     shrink: bool,
@@ -143,7 +160,7 @@ def _run_property(
     )
     @given(data=st.data())
     def prop(data: Any) -> None:
-        ctx = Context(fn, card, data, name)
+        ctx = Context(fn, card, data, name, dtype)
         state["ctx"] = ctx
         try:
             check(ctx)
@@ -155,23 +172,107 @@ def _run_property(
     if seed is not None:
         prop = hypothesis_seed(seed)(prop)
     start = time.perf_counter()
+
+    def result(status: str, message: str = "", example: Any = None) -> PropertyResult:
+        return PropertyResult(name, status, message, example, time.perf_counter() - start, dtype)
+
     try:
         prop()
     except Falsified as err:
-        example = dict(state["ctx"].example) if "ctx" in state else None
-        return PropertyResult(name, "failed", str(err), example, time.perf_counter() - start)
-    except CardError as err:
-        return PropertyResult(
-            name, "error", f"card error: {err}", None, time.perf_counter() - start
-        )
+        return result("failed", str(err), dict(state["ctx"].example) if "ctx" in state else None)
+    except CardError:  # the card, not the loss, is wrong: no report, the caller is told
+        raise
+    except Unsatisfiable:  # every draw was rejected by the card's conditioning
+        raise CardError(
+            f"card {card.name!r}: no example of {name!r} satisfies conditioning = "
+            f"{card.conditioning} (rows with norm and columns with std at least that, entries "
+            "in [-4, 4], N and D from batch and dim); lower it"
+        ) from None
     except HypothesisException as err:
-        msg = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        return PropertyResult(name, "error", msg, None, time.perf_counter() - start)
+        return result("error", f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}")
     except BaseExceptionGroup as group:  # several distinct failures: report the first
+        card_error = next((e for e in group.exceptions if isinstance(e, CardError)), None)
+        if card_error is not None:
+            raise card_error from None
         first = next((e for e in group.exceptions if isinstance(e, Falsified)), group)
-        example = dict(state["ctx"].example) if "ctx" in state else None
-        return PropertyResult(name, "failed", str(first), example, time.perf_counter() - start)
-    return PropertyResult(name, "passed", "", None, time.perf_counter() - start)
+        return result("failed", str(first), dict(state["ctx"].example) if "ctx" in state else None)
+    return result("passed")
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_call(fn: Callable[..., Any], what: str, keywords: Iterable[str]) -> None:
+    """``fn`` accepts ``fn(z1, z2, **{k: ... for k in keywords})`` (when its signature is known)."""
+    sig = _signature(fn)
+    if sig is None:
+        return
+    try:
+        sig.bind(None, None, **dict.fromkeys(keywords))
+    except TypeError as err:
+        raise CardError(
+            f"{what} cannot be called as fn(z1, z2, **extra_inputs, **options): {err}"
+        ) from None
+
+
+def validate(fn: Callable[..., Any], card: PropertyCard) -> None:
+    """Check what can be checked before running: the reference imports, the loss and the
+    reference accept the card's inputs and options, expressions use known variables.
+
+    Raises:
+        CardError: naming what is wrong.
+    """
+    label = f"card {card.name!r}"
+    keywords = [
+        *card.extra_inputs,
+        *card.options,
+        *card.sweep,
+        *{k for opts in card.property_options.values() for k in opts},
+    ]
+    target = getattr(fn, "__qualname__", None) or repr(fn)
+    _check_call(fn, f"{label}: the loss {target}", keywords)
+    if card.reference:
+        try:
+            ref = resolve(card.reference)
+        except Exception as err:
+            raise CardError(
+                f"{label}: reference {card.reference!r} cannot be loaded: "
+                f"{type(err).__name__}: {err}"
+            ) from None
+        if not callable(ref):
+            raise CardError(f"{label}: reference {card.reference!r} is not callable")
+        if "reference" in card.properties:
+            ref_keywords = [
+                *card.extra_inputs,
+                *card.options,
+                *card.sweep,
+                *card.property_options.get("reference", {}),
+            ]
+            _check_call(ref, f"{label}: reference {card.reference!r}", ref_keywords)
+    numeric = {
+        k
+        for opts in (card.options, card.sweep, *card.property_options.values())
+        for k, v in opts.items()
+        if k in card.sweep or (isinstance(v, (int, float)) and not isinstance(v, bool))
+    }
+    known = {"N", "D", *_numeric_defaults(fn), *numeric}
+    for key, exprs, extra in (
+        ("range", card.range or (), set()),
+        ("collapse", () if card.collapse is None else (card.collapse,), {"norm2"}),
+    ):
+        for expr in exprs:
+            try:
+                unknown = sorted(expression_names(expr) - known - extra)
+            except CardError as err:
+                raise CardError(f"{label}: {key}: {err.message}") from None
+            if unknown:
+                raise CardError(
+                    f"{label}: {key} expression {expr!r} uses unknown variable {unknown[0]!r}"
+                )
 
 
 def check_loss(
@@ -182,7 +283,7 @@ def check_loss(
     seed: int | None = None,
     shrink: bool = True,
 ) -> CardReport:
-    """Property-test ``fn`` against everything ``card`` declares.
+    """Property-test ``fn`` against everything ``card`` declares, each property in its dtypes.
 
     Args:
         fn: a loss called as ``fn(z1, z2, **extra_inputs, **options)`` returning a 0-dim tensor
@@ -195,12 +296,29 @@ def check_loss(
             first failing example found is reported as it is).
 
     Returns:
-        A :class:`CardReport`; ``report.passed`` is ``True`` iff every property held, and each
-        failure carries the minimal falsifying example hypothesis found.
+        A :class:`CardReport` with one result per property and dtype; ``report.passed`` is
+        ``True`` iff every one held, and each failure carries the minimal falsifying example
+        hypothesis found, with its dtype.
+
+    Raises:
+        CardError: the card is wrong for this loss (a reference that does not import, an option
+            the loss does not take, an expression that cannot be evaluated, ...), found before
+            or during the run: nothing about the loss has been established.
+        ValueError: ``properties`` names an undeclared property, or ``max_examples < 1``.
     """
     chosen = list(card.properties) if properties is None else list(properties)
     undeclared = [p for p in chosen if p not in card.properties]
     if undeclared:
         raise ValueError(f"property {undeclared[0]!r} is not declared by card {card.name!r}")
     n = card.max_examples if max_examples is None else max_examples
-    return CardReport(card, [_run_property(fn, card, p, n, seed, shrink) for p in chosen])
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"max_examples must be an integer >= 1, got {n!r}")
+    validate(fn, card)
+    return CardReport(
+        card,
+        [
+            _run_property(fn, card, p, dtype, n, seed, shrink)
+            for p in chosen
+            for dtype in card.dtypes_for(p)
+        ],
+    )

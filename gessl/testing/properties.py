@@ -2,13 +2,16 @@
 
 Every check draws what it needs from hypothesis' ``data`` object through a :class:`Context`,
 which also records the example (inputs, options, transform, values) so that a failure can be
-reported with its minimal falsifying example. All arithmetic is float64.
+reported with its minimal falsifying example. Examples are drawn in float64 and rounded to the
+property's dtype (``Context.dtype``) before the loss sees them; bounds, references and declared
+values are computed in float64.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
+import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +23,25 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.autograd.gradcheck import GradcheckError
 
-from gessl.testing.card import PropertyCard, evaluate
+from gessl.testing.card import CardError, PropertyCard, evaluate, resolve
 
-__all__ = ["CHECKS", "Context", "Falsified"]
+__all__ = ["CHECKS", "TORCH_DTYPES", "Context", "Falsified", "resolve"]
 
 _ELEMENTS = st.floats(-4.0, 4.0, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+
+#: card dtype names -> torch dtypes
+TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+#: in a dtype other than float64, tolerances are at least this many machine epsilons
+TOLERANCE_EPS = 1000
+#: ``stability``: largest row norm of the raw embeddings it draws
+STABILITY_MAX_NORM = 30.0
+#: ``stability``: evaluate every corner of the sweep box when there are at most this many
+STABILITY_MAX_CORNERS = 64
 
 
 class Falsified(AssertionError):
@@ -39,7 +56,34 @@ class Context:
     card: PropertyCard
     data: Any
     prop: str = ""
+    dtype: str = "float64"
     example: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.example.setdefault("dtype", self.dtype)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype]
+
+    @property
+    def rtol(self) -> float:
+        return self._tol(self.card.rtol)
+
+    @property
+    def atol(self) -> float:
+        return self._tol(self.card.atol)
+
+    def _tol(self, tol: float) -> float:
+        if self.dtype == "float64":
+            return tol
+        return max(tol, TOLERANCE_EPS * torch.finfo(self.torch_dtype).eps)
+
+    def rounded(self, arr: np.ndarray) -> np.ndarray:
+        """``arr`` as the loss will see it: rounded to the property's dtype (kept in float64)."""
+        if self.dtype == "float64":
+            return arr
+        return torch.as_tensor(arr).to(self.torch_dtype).to(torch.float64).numpy()
 
     # ------------------------------------------------------------------ drawing
     def draw(self, strategy: st.SearchStrategy, label: str) -> Any:
@@ -74,6 +118,7 @@ class Context:
                 x[name] = self.draw(arrays(np.float64, (d,), elements=_ELEMENTS), name)
             else:
                 x[name] = self.matrix(rows, d, name, False)
+        x = {k: self.rounded(v) for k, v in x.items()}
         opts = self.options()
         self.example.update({"N": n, "D": d, "options": opts, **x})
         return x, opts
@@ -83,7 +128,7 @@ class Context:
         self, x: dict[str, np.ndarray], opts: dict[str, Any], requires_grad: tuple[str, ...] = ()
     ) -> tuple[torch.Tensor, Any, dict]:
         t = {
-            k: torch.tensor(v, dtype=torch.float64, requires_grad=k in requires_grad)
+            k: torch.tensor(v, dtype=self.torch_dtype, requires_grad=k in requires_grad)
             for k, v in x.items()
         }
         extras = {k: v for k, v in t.items() if k not in ("z1", "z2")}
@@ -101,7 +146,7 @@ class Context:
     def close(self, a: float, b: float) -> bool:
         if a == b:  # covers equal infinities
             return True
-        return abs(a - b) <= self.card.atol + self.card.rtol * max(abs(a), abs(b))
+        return abs(a - b) <= self.atol + self.rtol * max(abs(a), abs(b))
 
     def variables(self, x: dict[str, np.ndarray], opts: dict[str, Any]) -> dict[str, Any]:
         """Expression variables: N, D, the loss's own numeric defaults, then the options."""
@@ -124,8 +169,8 @@ def _numeric_defaults(fn: Callable[..., Any]) -> dict[str, float]:
 # ---------------------------------------------------------------------- checks
 
 
-def check_finite(ctx: Context) -> None:
-    x, opts = ctx.inputs()
+def _assert_finite(ctx: Context, x: dict[str, np.ndarray], opts: dict[str, Any]) -> None:
+    """Loss and terms are finite 0-dim tensors, and so are the differentiable inputs' gradients."""
     loss, out, t = ctx.call(x, opts, requires_grad=ctx.card.differentiable)
     if loss.dim() != 0:
         raise Falsified(f"loss has shape {tuple(loss.shape)}, expected a 0-dim tensor")
@@ -134,14 +179,23 @@ def check_finite(ctx: Context) -> None:
         if not isinstance(val, torch.Tensor) or val.dim() != 0:
             raise Falsified(f"term {name!r} is not a 0-dim tensor")
         if not bool(torch.isfinite(val)):
-            ctx.example["values"] = {name: float(val)}
-            raise Falsified(f"{name} is not finite: {float(val)}")
+            ctx.example["values"] = {name: float(val.detach())}
+            raise Falsified(f"{name} is not finite in {ctx.dtype}: {float(val.detach())}")
     if loss.requires_grad:
         loss.backward()
         for name in ctx.card.differentiable:
             g = t[name].grad
             if g is not None and not bool(torch.isfinite(g).all()):
-                raise Falsified(f"the gradient with respect to {name} is not finite")
+                ctx.example["values"] = {"loss": float(loss.detach())}
+                raise Falsified(
+                    f"the gradient with respect to {name} is not finite in {ctx.dtype} "
+                    f"({int((~torch.isfinite(g)).sum())} of {g.numel()} entries)"
+                )
+
+
+def check_finite(ctx: Context) -> None:
+    x, opts = ctx.inputs()
+    _assert_finite(ctx, x, opts)
 
 
 def check_range(ctx: Context) -> None:
@@ -149,8 +203,8 @@ def check_range(ctx: Context) -> None:
     v = ctx.value(x, opts)
     lo, hi = (evaluate(e, ctx.variables(x, opts)) for e in ctx.card.range)  # type: ignore[union-attr]
     ctx.example["values"] = {"loss": v, "lower": lo, "upper": hi}
-    tol_lo = ctx.card.atol + ctx.card.rtol * abs(lo) if np.isfinite(lo) else 0.0
-    tol_hi = ctx.card.atol + ctx.card.rtol * abs(hi) if np.isfinite(hi) else 0.0
+    tol_lo = ctx.atol + ctx.rtol * abs(lo) if np.isfinite(lo) else 0.0
+    tol_hi = ctx.atol + ctx.rtol * abs(hi) if np.isfinite(hi) else 0.0
     if not (lo - tol_lo <= v <= hi + tol_hi):
         raise Falsified(f"loss {v!r} outside the declared range [{lo!r}, {hi!r}]")
 
@@ -158,11 +212,11 @@ def check_range(ctx: Context) -> None:
 def check_collapse(ctx: Context) -> None:
     n = ctx.draw(st.integers(*ctx.card.batch), "N")
     d = ctx.draw(st.integers(*ctx.card.dim), "D")
-    v = ctx.matrix(1, d, "v", False)[0]
+    v = ctx.rounded(ctx.matrix(1, d, "v", False))[0]
     x = {"z1": np.tile(v, (n, 1)), "z2": np.tile(v, (n, 1))}
     for name, rows in ctx.card.extra_inputs.items():
         x[name] = (
-            ctx.draw(arrays(np.float64, (d,), elements=_ELEMENTS), name)
+            ctx.rounded(ctx.draw(arrays(np.float64, (d,), elements=_ELEMENTS), name))
             if rows == 0
             else np.tile(v, (rows, 1))
         )
@@ -280,31 +334,86 @@ def check_gradcheck(ctx: Context) -> None:
         ) from None
 
 
-_REF_CACHE: dict[str, Callable[..., Any]] = {}
-
-
-def resolve(spec: str) -> Callable[..., Any]:
-    """Import ``"package.module:attribute"``."""
-    if spec not in _REF_CACHE:
-        mod, sep, attr = spec.partition(":")
-        if not sep or not attr:
-            raise ValueError(f"expected 'module:function', got {spec!r}")
-        obj: Any = importlib.import_module(mod)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        _REF_CACHE[spec] = obj
-    return _REF_CACHE[spec]
-
-
 def check_reference(ctx: Context) -> None:
     x, opts = ctx.inputs()
     got = ctx.value(x, opts)
-    ref = resolve(ctx.card.reference)  # type: ignore[arg-type]
+    spec = str(ctx.card.reference)
+    try:
+        ref = resolve(spec)
+    except Exception as err:  # validated before the run; kept for direct callers
+        raise CardError(
+            f"reference {spec!r} cannot be loaded: {type(err).__name__}: {err}"
+        ) from None
     extras = {k: v for k, v in x.items() if k not in ("z1", "z2")}
-    want = float(ref(x["z1"], x["z2"], **extras, **opts))
+    try:
+        want = float(ref(x["z1"], x["z2"], **extras, **opts))
+    except Exception as err:  # the card's reference, not the loss under test, is at fault
+        raise CardError(f"reference {spec!r} raised {type(err).__name__}: {err}") from None
     ctx.example["values"] = {"loss": got, "reference": want}
     if not ctx.close(got, want):
         raise Falsified(f"loss {got!r} != reference {want!r}")
+
+
+def _scaled_rows(
+    ctx: Context, rows: int, d: int, label: str, columns_vary: bool, scale: str
+) -> np.ndarray:
+    """A conditioned draw whose rows are rescaled to unit norm (``scale="unit"``) or to drawn
+    norms in ``[1, STABILITY_MAX_NORM]`` (``"raw"``). Columns must keep the card's conditioning
+    in proportion to the smallest rescaling (rescaling nearly parallel rows could otherwise
+    produce the constant columns at which batch standardisation is singular)."""
+    m = ctx.matrix(rows, d, label, columns_vary)
+    if scale == "unit":
+        norms = np.ones(rows)
+    else:
+        norms = ctx.draw(
+            arrays(
+                np.float64,
+                (rows,),
+                elements=st.floats(1.0, STABILITY_MAX_NORM, allow_subnormal=False),
+                fill=st.nothing(),
+            ),
+            f"{label}_norms",
+        )
+    factor = norms / np.linalg.norm(m, axis=1)
+    out = m * factor[:, None]
+    if columns_vary and rows >= 2:
+        assume(bool(np.all(out.std(axis=0) >= ctx.card.conditioning * factor.min())))
+    return out
+
+
+def _sweep_corners(ctx: Context) -> list[dict[str, Any]]:
+    """The options at every corner of the card's sweep box (each swept option at its low or high
+    end), or, for more than ``STABILITY_MAX_CORNERS`` corners, one corner drawn by hypothesis."""
+    base = {**ctx.card.options, **ctx.card.property_options.get(ctx.prop, {})}
+    keys = list(ctx.card.sweep)
+    ends = [tuple(dict.fromkeys(ctx.card.sweep[k])) for k in keys]
+    if math.prod(len(e) for e in ends) <= STABILITY_MAX_CORNERS:
+        return [{**base, **dict(zip(keys, c, strict=True))} for c in itertools.product(*ends)]
+    return [
+        {**base, **{k: ctx.draw(st.sampled_from(e), k) for k, e in zip(keys, ends, strict=True)}}
+    ]
+
+
+def check_stability(ctx: Context) -> None:
+    """Finite loss, terms and input gradients at the extremes of the declared options, on
+    embeddings of realistic scale: unit-norm rows or raw rows (norms up to 30), and positive
+    pairs either drawn independently or equal (an aligned, converged encoder)."""
+    n = ctx.draw(st.integers(*ctx.card.batch), "N")
+    d = ctx.draw(st.integers(*ctx.card.dim), "D")
+    scale = ctx.draw(st.sampled_from(("unit", "raw")), "scale")
+    aligned = ctx.draw(st.booleans(), "aligned")
+    z1 = _scaled_rows(ctx, n, d, "z1", True, scale)
+    x = {"z1": z1, "z2": z1.copy() if aligned else _scaled_rows(ctx, n, d, "z2", True, scale)}
+    for name, rows in ctx.card.extra_inputs.items():
+        if rows == 0:
+            x[name] = ctx.draw(arrays(np.float64, (d,), elements=_ELEMENTS), name)
+        else:
+            x[name] = _scaled_rows(ctx, rows, d, name, False, scale)
+    x = {k: ctx.rounded(v) for k, v in x.items()}
+    ctx.example.update({"N": n, "D": d, "scale": scale, "aligned": aligned})
+    for opts in _sweep_corners(ctx):
+        ctx.example.update({"options": opts, **x})
+        _assert_finite(ctx, x, opts)
 
 
 CHECKS: dict[str, Callable[[Context], None]] = {
@@ -325,4 +434,5 @@ CHECKS: dict[str, Callable[[Context], None]] = {
     },
     "gradcheck": check_gradcheck,
     "reference": check_reference,
+    "stability": check_stability,
 }

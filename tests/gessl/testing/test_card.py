@@ -68,7 +68,8 @@ def test_undeclared_property_request_is_an_error():
         check_loss(get_loss("byol"), card, properties=["translation"])
 
 
-def test_bad_expression_reports_an_error_not_a_pass():
+def test_bad_expression_is_a_card_error_not_a_pass():
+    # a card error is not a property outcome: check_loss raises (the CLI exits 2)
     card = PropertyCard(name="x", properties=("collapse",), collapse="log(N) + nonsense")
-    result = check_loss(get_loss("infonce"), card)["collapse"]
-    assert result.status == "error" and "nonsense" in result.message
+    with pytest.raises(CardError, match="unknown variable 'nonsense'"):
+        check_loss(get_loss("infonce"), card)
