@@ -210,6 +210,7 @@ def test_outputs_are_byte_identical_across_runs(runs, tmp_path):
 
 def test_missing_records_name_their_command(tmp_path, capsys):
     empty = tmp_path / "none"
+    empty.mkdir()  # an empty records folder (a missing one is a usage error, exit 2)
     assert main(["--runs", str(empty), "--out", str(tmp_path / "o")]) == 0  # all skipped
     err = capsys.readouterr().err
     assert "python -m experiments.bounds" in err and "python -m experiments.study" in err
