@@ -499,8 +499,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; nothing was changed", file=sys.stderr)
-        sys.exit(130)
+    from gessl.cli import run_main
+
+    run_main(main, "nothing was changed")

@@ -103,8 +103,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; the outputs written so far are kept", file=sys.stderr)
-        sys.exit(130)
+    from gessl.cli import run_main
+
+    run_main(main, "the outputs written so far are kept")

@@ -89,8 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; the properties checked so far are not reported", file=sys.stderr)
-        sys.exit(130)
+    from gessl.cli import run_main
+
+    run_main(main, "the properties checked so far are not reported")
