@@ -22,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from paper_figures.records import read_json
+
 __all__ = [
     "AmbiguousRun",
     "FileRuns",
@@ -90,13 +92,6 @@ class RunView:
         return (self.stop_time - self.start_time).total_seconds()
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _time(value: Any) -> datetime | None:
     if isinstance(value, datetime) or value is None:
         return value
@@ -124,7 +119,7 @@ class FileRuns:
     def load_run(self, run_id: str) -> RunView | None:
         view = next((v for v in self.load_runs() if v.run_id == run_id), None)
         if view is not None:
-            metrics = _read_json(self.root / run_id / "metrics.json") or {}
+            metrics = read_json(self.root / run_id / "metrics.json") or {}
             view.metrics = {
                 name: list(zip(m.get("steps", []), m.get("values", []), strict=False))
                 for name, m in metrics.items()
@@ -133,7 +128,7 @@ class FileRuns:
 
     @staticmethod
     def _view(rec: Any) -> RunView:
-        run = _read_json(rec.path / "run.json") or {}
+        run = read_json(rec.path / "run.json") or {}
         trace = run.get("fail_trace")
         sizes = []
         for name in run.get("artifacts", []):

@@ -34,7 +34,7 @@ from typing import Any
 
 from paper_figures.figures import COMMANDS
 from paper_figures.panels import LEVELS, VERDICT_COLORS
-from paper_figures.records import RunRecord, latest
+from paper_figures.records import RunRecord, latest, read_json
 
 __all__ = ["MAX_EMBED_BYTES", "Skipped", "render_report", "write_report"]
 
@@ -79,16 +79,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def run_host(run: RunRecord) -> dict[str, Any]:
     """``run.json → host`` of a record (``{}`` when absent)."""
-    data = _read_json(run.path / "run.json")
+    data = read_json(run.path / "run.json")
     host = data.get("host") if isinstance(data, dict) else None
     return host if isinstance(host, dict) else {}
 
@@ -144,7 +137,7 @@ def claim_records(run: RunRecord) -> tuple[list[dict[str, Any]], bool | None]:
 
     From ``claims.json``; when the run has none, rows rebuilt from ``info.json``
     (``wandb_tables.verdicts`` or ``verdicts``), which hold no series, floors or tests."""
-    data = _read_json(run.artifact("claims.json"))
+    data = read_json(run.artifact("claims.json"))
     if isinstance(data, dict) and isinstance(data.get("claims"), list):
         return data["claims"], data.get("complete")
     table = run.info.get("wandb_tables", {}).get("verdicts")
@@ -448,7 +441,7 @@ def verdict_section(runs: Sequence[RunRecord], runs_dir: str) -> str:
 
 # ------------------------------------------------------------------------------------ figures
 def _sources(path: Path) -> list[dict[str, str]]:
-    side = _read_json(path.with_suffix(".json"))
+    side = read_json(path.with_suffix(".json"))
     if isinstance(side, dict) and isinstance(side.get("sources"), list):
         return [s for s in side["sources"] if isinstance(s, dict)]
     return []

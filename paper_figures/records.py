@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STALE_AFTER", "RunRecord", "find_runs", "latest", "live_status"]
+__all__ = ["STALE_AFTER", "RunRecord", "find_runs", "latest", "live_status", "read_json"]
 
 #: seconds without a heartbeat after which a RUNNING record counts as dead (``STALE``); Sacred
 #: beats every 10 s. ``$GESSL_STALE_AFTER`` overrides it.
@@ -63,7 +63,8 @@ class RunRecord:
         }
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or ``None`` when it is missing or not (yet) whole."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -79,7 +80,7 @@ def find_runs(runs_dir: str | Path) -> list[RunRecord]:
     for d in sorted(
         (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
     ):
-        run = _read_json(d / "run.json")
+        run = read_json(d / "run.json")
         if not isinstance(run, dict):
             continue
         out.append(
@@ -91,8 +92,8 @@ def find_runs(runs_dir: str | Path) -> list[RunRecord]:
                 ),
                 start_time=str(run.get("start_time", "")),
                 path=d,
-                config=_read_json(d / "config.json") or {},
-                info=_read_json(d / "info.json") or {},
+                config=read_json(d / "config.json") or {},
+                info=read_json(d / "info.json") or {},
                 result=run.get("result"),
             )
         )
