@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import random
 import re
 import tempfile
@@ -89,8 +90,8 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" not in text:
-            raise ValueError(f"{path} is not a readable checkpoint: {_first_line(text)}") from None
+        if "Weights only load failed" not in text or not _refused_code(text):
+            raise ValueError(f"{path} is not a readable checkpoint: {_reason(text)}") from None
         found = re.search(r"GLOBAL ([\w.]+)", text)
         what = f"e.g. {found.group(1)}" if found else "an unsupported pickle operation"
         raise UnsafeCheckpointError(
@@ -102,9 +103,34 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise ValueError(
             f"{path} is not a readable checkpoint: {_first_line(str(err)) or 'empty file'}"
         ) from None
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as err:
+        # what torch's weights-only unpickler raises on bytes that are not a pickle at all
+        raise ValueError(
+            f"{path} is not a readable checkpoint: not a torch file "
+            f"({type(err).__name__}: {_first_line(str(err)) or 'no detail'})"
+        ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a GeSSL checkpoint (it holds a {type(state).__name__})")
     return state
+
+
+def _refused_code(text: str) -> bool:
+    """Whether a weights-only failure refused real pickle code (a global, or an opcode that
+    builds objects) rather than bytes that are no pickle opcode at all (a corrupt file)."""
+    if "GLOBAL" in text or "Unsupported global" in text:
+        return True
+    op = re.search(r"Unsupported operand (\d+)", text)
+    return op is None or (0 <= int(op.group(1)) < 256 and chr(int(op.group(1))) in _OPCODES)
+
+
+_OPCODES = {op.code for op in pickletools.opcodes}
+
+
+def _reason(text: str) -> str:
+    op = re.search(r"Unsupported operand (\d+)", text)
+    if op:
+        return f"byte {op.group(1)} is not a pickle opcode (a corrupt or foreign file)"
+    return _first_line(text)
 
 
 def _first_line(text: str) -> str:

@@ -143,6 +143,29 @@ def test_any_number_of_workers_gives_the_same_records(tmp_path, monkeypatch):
     assert records[1] == records[2] == records[3]
 
 
+def test_the_whole_catalogue_gives_the_same_records_with_one_or_two_workers(tmp_path, monkeypatch):
+    """Every registered claim on the tiny budget: the same verdicts and numbers in one process
+    and in two workers (each claim seeds its own generators from the run's seed)."""
+    from theory.claims import all_claims
+
+    monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
+    keys = ("claim_id", "kind", "verdict", "measured", "bounds", "summary", "slope", "slope_se")
+    records = {}
+    for jobs in (1, 2):
+        run = run_experiment(
+            ex,
+            {"profile": "tiny", "jobs": jobs, "figures": False},
+            runs_dir=str(tmp_path / str(jobs)),
+        )
+        saved = json.loads((tmp_path / str(jobs) / str(run._id) / "claims.json").read_text())
+        assert saved["complete"] is True
+        records[jobs] = [{k: r.get(k) for k in keys} for r in saved["claims"]]
+    assert [r["claim_id"] for r in records[1]] == [c.id for c in all_claims()]
+    assert len(records[1]) >= 25
+    for one, two in zip(records[1], records[2]):
+        assert one == two, one["claim_id"]
+
+
 def test_reproduction_claims_have_their_own_section_and_count_only_when_strict(
     tmp_path, monkeypatch, capsys
 ):

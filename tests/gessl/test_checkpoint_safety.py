@@ -124,3 +124,23 @@ def test_rng_states_round_trip_exactly(tmp_path):
     got = (random.random(), random.gauss(0, 1), np.random.normal(size=3), torch.rand(3))
     assert got[:2] == expected[:2]
     assert np.array_equal(got[2], expected[2]) and torch.equal(got[3], expected[3])
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"hello world\n", "not a torch file (KeyError: 101)"),
+        (b"epoch 3 loss 0.2\n", "not a torch file (IndexError: pop from empty list)"),
+        (bytes([177]) * 64, "byte 177 is not a pickle opcode (a corrupt or foreign file)"),
+    ],
+    ids=["text", "log-line", "random-bytes"],
+)
+def test_a_file_that_is_no_checkpoint_is_reported_as_unreadable_not_as_unsafe(
+    tmp_path, data, reason
+):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(str(path))
+    assert not isinstance(err.value, UnsafeCheckpointError)
+    assert str(err.value) == f"{path} is not a readable checkpoint: {reason}"

@@ -43,8 +43,6 @@ def _run(
 
 def _claims() -> list[dict]:
     a = ClaimResult(
-        "toy_rate",
-        "rate",
         "holds",
         "slope ok",
         "slope −1.0",
@@ -55,19 +53,25 @@ def _claims() -> list[dict]:
         slope=-1.0,
         slope_se=0.02,
         expected_slope=-1.0,
+        claim_id="toy_rate",
+        kind="rate",
     ).to_dict()
     b = ClaimResult(
-        "toy_exact",
-        "exact",
         "violated",
         "too big",
         "2 > 1",
         [Series("m", [1, 2], [2.0, 2.0])],
         [Series("b", [1, 2], [1.0, float("inf")])],
+        claim_id="toy_exact",
+        kind="exact",
     ).to_dict()
     from tests.theory.false_claims import contradicted_reproduction
 
-    c = contradicted_reproduction("tiny", 0).to_dict()
+    c = {
+        **contradicted_reproduction("tiny", 0).to_dict(),
+        "claim_id": "contradicted_repro",
+        "kind": "reproduction",
+    }
     c["details"]["levels"] = {
         m: {"sigma_phi": 0.5, "sigma_adapted": 0.4} for m in ("plain", "gessl")
     }

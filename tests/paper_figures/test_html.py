@@ -42,8 +42,6 @@ FLOOR = {
 def _floor_claim() -> dict:
     """A theorem claim reporting a σ beside its family's floor (like ``sigma_zero_at_bayes``)."""
     rec = ClaimResult(
-        "toy_floor",
-        "exact",
         "inconclusive",
         "not sure",
         "cosine critic 0.189 (floor 0.186) & a < b",
@@ -53,6 +51,8 @@ def _floor_claim() -> dict:
             "cosine_family_floor": FLOOR,
             "kl_directions": "σ = KL(π_f ‖ π*); sigma_excess = KL(π* ‖ π_f)",
         },
+        claim_id="toy_floor",
+        kind="exact",
     ).to_dict()
     return {**rec, "statement": "s", "source": "docs/settings.md"}
 

@@ -32,8 +32,6 @@ def false_mi_claim(budget: str, seed: int) -> ClaimResult:
         ses.append(float(vals.std()) / math.sqrt(10))
     c = combine([judge_le(f"N={n}", e, info / 10, se=s) for n, e, s in zip(ns, est, ses)])
     return ClaimResult(
-        "false_mi_bound",
-        "exact",
         c.verdict,
         c.reason,
         "bound divided by 10",
@@ -54,8 +52,6 @@ def contradicted_reproduction(budget: str, seed: int) -> ClaimResult:
     correct(tests)
     c = judge(tests, [True])
     return ClaimResult(
-        "contradicted_repro",
-        "reproduction",
         c.verdict,
         c.reason,
         f"Δ {tests[0].mean:+.3f}",

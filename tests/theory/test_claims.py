@@ -120,11 +120,11 @@ def test_registry_errors(false_claim):
     with pytest.raises(ValueError, match="budget"):
         false_claim.check("huge", 0)
     with pytest.raises(ValueError, match="verdict"):
-        ClaimResult("x", "exact", "maybe", "", "", [])
+        ClaimResult("maybe", "", "", [], claim_id="x", kind="exact")
     with pytest.raises(ValueError, match="verdict of a exact claim must be one of"):
-        ClaimResult("x", "exact", "reproduced", "", "", [])
+        ClaimResult("reproduced", "", "", [], claim_id="x", kind="exact")
     with pytest.raises(ValueError, match="verdict of a reproduction claim must be one of"):
-        ClaimResult("x", "reproduction", "holds", "", "", [])
+        ClaimResult("holds", "", "", [], claim_id="x", kind="reproduction")
 
 
 def test_reproduction_judge_reads_the_primary_tests():

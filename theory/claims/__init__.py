@@ -7,13 +7,21 @@
 """
 
 from theory.claims import (  # noqa: F401  (importing registers the claims)
+    accuracy,
+    collapse,
     contrastive,
     dynamics,
     families,
     generalization,
     gessl_claims,
     gessl_generalization,
+    identifiability,
+    mi_bounds,
+    multiview,
+    noncontrastive,
+    reconstruction,
     spectral,
+    spectral_embedding,
 )
 from theory.claims.base import (
     BUDGETS,

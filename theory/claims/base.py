@@ -172,8 +172,6 @@ def judge_slope(name: str, slope: float, se: float, expected: float, tolerance: 
 class ClaimResult:
     """What a claim's check measured, the bound it is compared with, and the verdict."""
 
-    claim_id: str
-    kind: str
     verdict: str
     reason: str
     summary: str
@@ -191,8 +189,16 @@ class ClaimResult:
     seconds: float = 0.0
     budget: str = "quick"
     seed: int = 0
+    #: filled by :meth:`Claim.check` from the registered claim; a check function need not set them
+    claim_id: str = ""
+    kind: str = ""
 
     def __post_init__(self) -> None:
+        if self.kind:
+            self.validate()
+
+    def validate(self) -> None:
+        """The kind is known and the verdict is one that kind allows."""
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         allowed = REPRODUCTION_VERDICTS if self.kind == "reproduction" else THEOREM_VERDICTS
@@ -267,6 +273,11 @@ class Claim:
         result = self.run(budget, seed)
         result.seconds = time.perf_counter() - start
         result.budget, result.seed = budget, seed
-        if result.claim_id != self.id or result.kind != self.kind:
-            raise RuntimeError(f"claim {self.id!r} returned a result for {result.claim_id!r}")
+        if result.claim_id not in ("", self.id) or result.kind not in ("", self.kind):
+            raise RuntimeError(
+                f"claim {self.id!r} ({self.kind}) returned a result for "
+                f"{result.claim_id!r} ({result.kind})"
+            )
+        result.claim_id, result.kind = self.id, self.kind
+        result.validate()
         return result

@@ -65,8 +65,6 @@ def collapse_values(budget: str, seed: int) -> ClaimResult:
         max(abs(a - math.log(2 * n - 1)) for n, a in zip(ns, got_n)),
     )
     return ClaimResult(
-        "collapse_values",
-        "exact",
         c.verdict,
         c.reason,
         f"max |loss − closed form| = {err:.1e} (float64)",
@@ -121,8 +119,6 @@ def sigma_excess_identity(budget: str, seed: int) -> ClaimResult:
         for d in ("sigma", "sigma_excess")
     }
     return ClaimResult(
-        "sigma_excess_identity",
-        "exact",
         c.verdict,
         c.reason,
         f"excess {excess[1]:.4f} vs sigma_excess/query {sig_ex[1]:.4f} (τ=0.2; floor of linear "
@@ -181,8 +177,6 @@ def sigma_zero_at_bayes(budget: str, seed: int) -> ClaimResult:
     ]
     c = combine(checks)
     return ClaimResult(
-        "sigma_zero_at_bayes",
-        "exact",
         c.verdict,
         c.reason,
         f"σ at Bayes {s_f[i]:.1e}, min over critics {min(s_f):.1e}; cosine critic "
@@ -242,8 +236,6 @@ def infonce_mi_bound(budget: str, seed: int) -> ClaimResult:
         )
     c = combine(checks)
     return ClaimResult(
-        "infonce_mi_bound",
-        "exact",
         c.verdict,
         c.reason,
         f"log N − E L* = {est[-1]:.4f} ± {ses[-1]:.4f} at N={ns[-1]} vs I = {info:.4f}",
@@ -297,8 +289,6 @@ def wang_isola_limit(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     mean_abs = absdev.mean(0)
     return ClaimResult(
-        "wang_isola_limit",
-        "rate",
         c.verdict,
         c.reason,
         f"E|L_M − log M − limit| slope {slope:.3f} ± {slope_se:.3f} (expected −0.5)",
@@ -350,8 +340,6 @@ def uniformity_closed_form_claim(budget: str, seed: int) -> ClaimResult:
         ses.extend(s)
     c = combine(checks)
     return ClaimResult(
-        "uniformity_closed_form",
-        "exact",
         c.verdict,
         c.reason,
         f"{len(checks)} (d, t) pairs within {4:.0f} SE (max SE {max(ses):.1e})",

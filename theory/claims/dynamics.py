@@ -83,8 +83,6 @@ def barlow_stepwise(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     predicted = [half_time(gm, C0) for gm in GAMMAS]
     return ClaimResult(
-        "barlow_stepwise",
-        "exact",
         c.verdict,
         c.reason,
         f"max trajectory error {errors[1]:.1e} (dt={dt / 2:g}), ratio {errors[0] / errors[1]:.2f};"

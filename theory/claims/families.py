@@ -91,14 +91,11 @@ def family_claim(name: str, budget: str, seed: int) -> ClaimResult:
             judge_le(f"decrease from N={na} to N={nb}", a - b, 0.0, se=math.hypot(sa, sb))
         )
     c = combine(checks)
-    cid = f"family_bayes_{name}"
     measured = [Series("log N − E CE* (Bayes critic)", ns, est, ses)]
     measured += [Series(f"excess CE, {k}", ns, v[0]) for k, v in excess.items()]
     bounds = [Series("E_t I_t(U;V)", ns, [info] * len(ns))]
     bounds += [Series(f"E KL(π*‖π), {k}", ns, v[1]) for k, v in excess.items()]
     return ClaimResult(
-        cid,
-        "exact",
         c.verdict,
         c.reason,
         f"log N − E CE* = {est[-1]:.4f} ± {ses[-1]:.4f} at N={ns[-1]} vs E I = {info:.4f}; "

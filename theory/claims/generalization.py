@@ -107,8 +107,6 @@ def task_generalization_rate(budget: str, seed: int) -> ClaimResult:
     c = combine([judge_slope("test excess vs n", slope, se, -1.0, 0.25)])
     ratio = float(ex.mean(0)[-1] / pred[-1])
     return ClaimResult(
-        "task_generalization_rate",
-        "rate",
         c.verdict,
         c.reason,
         f"slope {slope:.3f} ± {se:.3f}; excess/(p/2nm) = {ratio:.2f} at n={ns[-1]}",
@@ -161,8 +159,6 @@ def task_rademacher_bound(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     slope, slope_se = fit_slope(ns, gap) if np.all(mean > 0) else (float("nan"), float("nan"))
     return ClaimResult(
-        "task_rademacher_bound",
-        "exact",
         c.verdict,
         c.reason,
         f"gap {mean[-1]:.4f} ± {se[-1]:.4f} ≤ bound {bound[-1]:.2f} at n={ns[-1]} "
@@ -220,8 +216,6 @@ def multitask_fast_rate(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     fast = [model.fast_rate(t) for t in ts]
     return ClaimResult(
-        "multitask_fast_rate",
-        "rate",
         c.verdict,
         c.reason,
         f"AltMin slope {slope:.3f} ± {se:.3f}; AltMin/(σ²dk/nT) = {alt.mean(0)[-1] / fast[-1]:.2f}",
@@ -287,8 +281,6 @@ def arora_class_collision(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     tight = min(m.y[-1] - b.y[-1] for m, b in zip(measured, bounds))
     return ClaimResult(
-        "arora_class_collision",
-        "exact",
         c.verdict,
         c.reason,
         f"holds for every anchor ({len(checks)} encoder/class settings); smallest mean slack "

@@ -139,9 +139,7 @@ def paired_tests(values: dict[str, dict[str, list[float]]]) -> tuple[list[Paired
     return tests, primary
 
 
-def reproduction_result(
-    claim_id: str, test: FairTest, budget: str, seed: int, label: str
-) -> ClaimResult:
+def reproduction_result(test: FairTest, budget: str, seed: int, label: str) -> ClaimResult:
     """Run the comparison of one family and judge it."""
     b = BUDGET[budget]
     test = test.with_options(steps=b["steps"], eval_tasks=b["eval_tasks"], outer_lr=b["outer_lr"])
@@ -167,8 +165,6 @@ def reproduction_result(
         for t in tests
     ]
     return ClaimResult(
-        claim_id,
-        "reproduction",
         c.verdict,
         c.reason,
         summary,
@@ -221,7 +217,7 @@ def _register(family: str, setting: str) -> None:
 
     def run(budget: str, seed: int) -> ClaimResult:
         test = FairTest(family=family)
-        return reproduction_result(claim_id, test, budget, seed, family.replace("_", " "))
+        return reproduction_result(test, budget, seed, family.replace("_", " "))
 
     run.__name__ = claim_id
     claim(

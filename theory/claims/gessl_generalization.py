@@ -153,8 +153,6 @@ def gessl_task_generalization(budget: str, seed: int) -> ClaimResult:
     guide = [first * math.sqrt(ns[0] / n) for n in ns]
     sg, sp = slopes["gessl"], slopes["plain"]
     return ClaimResult(
-        "gessl_task_generalization",
-        "rate",
         c.verdict,
         c.reason,
         f"gap slope GeSSL {sg[0]:.2f} ± {sg[1]:.2f}, plain {sp[0]:.2f} ± {sp[1]:.2f} (bound "

@@ -63,8 +63,6 @@ def spectral_identity(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     per_k = [max(abs(x) for x in gap[i :: len(ks)]) for i in range(len(ks))]
     return ClaimResult(
-        "spectral_identity",
-        "exact",
         c.verdict,
         c.reason,
         f"max identity residual {max(resid):.1e}; max |L(f*) + Σγ²| {max(abs(x) for x in gap):.1e}",
@@ -107,8 +105,6 @@ def spectral_unbiased(budget: str, seed: int) -> ClaimResult:
         checks.append(judge_close(f"B={b}", m, pop, se=s))
     c = combine(checks)
     return ClaimResult(
-        "spectral_unbiased",
-        "exact",
         c.verdict,
         c.reason,
         f"B={sizes[0]}: batch mean {meas[0]:.4f} ± {ses[0]:.4f} vs L(f) {pops[0]:.4f}",
@@ -155,8 +151,6 @@ def spectral_probe_bound(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     nonvacuous = [(n, k, b) for n, s in zip(graphs, bounds) for k, b in zip(s.x, s.y) if b < 1]
     return ClaimResult(
-        "spectral_probe_bound",
-        "exact",
         c.verdict,
         c.reason,
         f"error ≤ bound at all {2 * len(ks)} (graph, k); non-vacuous (<1) at {len(nonvacuous)}; "
@@ -240,8 +234,6 @@ def linear_gaussian_optima(budget: str, seed: int) -> ClaimResult:
     c = combine(checks)
     names = list(sin2)
     return ClaimResult(
-        "linear_gaussian_optima",
-        "exact",
         c.verdict,
         c.reason,
         f"min L = {best.fun:.8f} vs −Σκ² = {target:.8f}; max sin²θ {max(sin2.values()):.1e}",
@@ -286,8 +278,6 @@ def linear_gaussian_subspace_rate(budget: str, seed: int) -> ClaimResult:
     c = combine([judge_slope("sin²θ vs n", slope, se, -1.0, 0.2)])
     m = err.mean(0)
     return ClaimResult(
-        "linear_gaussian_subspace_rate",
-        "rate",
         c.verdict,
         c.reason,
         f"slope {slope:.3f} ± {se:.3f} (expected −1)",

@@ -165,25 +165,23 @@ def test_series_converts_and_checks_lengths():
 
 
 def test_claim_result_validation_messages():
-    ok = ClaimResult("x", "reproduction", "not reproduced", "", "", [])
+    ok = ClaimResult("not reproduced", "", "", [], claim_id="x", kind="reproduction")
     assert ok.verdict == "not reproduced"
     with pytest.raises(
         ValueError,
         match=r"^kind must be one of \('exact', 'rate', 'reproduction'\), got 'proof'$",
     ):
-        ClaimResult("x", "proof", "holds", "", "", [])
+        ClaimResult("holds", "", "", [], claim_id="x", kind="proof")
     with pytest.raises(
         ValueError,
         match=r"^verdict of a rate claim must be one of \('holds', 'violated', 'inconclusive'\), "
         r"got 'reproduced'$",
     ):
-        ClaimResult("x", "rate", "reproduced", "", "", [])
+        ClaimResult("reproduced", "", "", [], claim_id="x", kind="rate")
 
 
 def test_to_dict_is_plain_json():
     r = ClaimResult(
-        "x",
-        "exact",
         "holds",
         "why",
         "sum",
@@ -195,6 +193,8 @@ def test_to_dict_is_plain_json():
             "b": True,
         },
         seed=2,
+        claim_id="x",
+        kind="exact",
     )
     d = r.to_dict()
     assert d["measured"] == [{"label": "m", "x": [1.0], "y": ["inf"], "se": None}]
@@ -206,9 +206,9 @@ def test_to_dict_is_plain_json():
     assert d["slope"] is None and d["claim_id"] == "x" and d["kind"] == "exact"
 
 
-def _claim(kind: str = "exact", rid: str = "c", rkind: str | None = None) -> Claim:
+def _claim(kind: str = "exact", rid: str = "", rkind: str = "", verdict: str = "holds") -> Claim:
     def run(budget: str, seed: int) -> ClaimResult:
-        return ClaimResult(rid, rkind or kind, "holds", f"{budget}/{seed}", "", [])
+        return ClaimResult(verdict, f"{budget}/{seed}", "", [], claim_id=rid, kind=rkind)
 
     return Claim("c", "stmt", "src", "[R]", kind, run)
 
@@ -228,10 +228,29 @@ def test_claim_check_records_budget_seed_and_time():
         c.check("huge", 0)
 
 
+def test_claim_fills_the_id_and_kind_of_its_result():
+    r = _claim(kind="rate").check("tiny", 0)
+    assert (r.claim_id, r.kind) == ("c", "rate")
+    assert r.to_dict()["claim_id"] == "c" and r.to_dict()["kind"] == "rate"
+    r = _claim(rid="c", rkind="exact").check("tiny", 0)  # naming itself is allowed
+    assert (r.claim_id, r.kind) == ("c", "exact")
+    with pytest.raises(
+        ValueError,
+        match=r"^verdict of a reproduction claim must be one of "
+        r"\('reproduced', 'not reproduced', 'inconclusive'\), got 'holds'$",
+    ):
+        _claim(kind="reproduction").check("tiny", 0)  # validated once the kind is known
+    assert _claim(kind="reproduction", verdict="reproduced").check("tiny", 0).verdict == (
+        "reproduced"
+    )
+
+
 def test_claim_refuses_a_result_of_another_claim_or_kind():
-    with pytest.raises(RuntimeError, match=r"^claim 'c' returned a result for 'd'$"):
+    with pytest.raises(RuntimeError, match=r"^claim 'c' \(exact\) returned a result for 'd' \(\)$"):
         _claim(rid="d").check("tiny", 0)
-    with pytest.raises(RuntimeError, match=r"^claim 'c' returned a result for 'c'$"):
+    with pytest.raises(
+        RuntimeError, match=r"^claim 'c' \(exact\) returned a result for '' \(rate\)$"
+    ):
         _claim(kind="exact", rkind="rate").check("tiny", 0)
     with pytest.raises(
         ValueError, match=r"^claim 'c': kind must be one of \('exact', 'rate', 'reproduction'\)$"
