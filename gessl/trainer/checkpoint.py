@@ -106,8 +106,7 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     except (KeyError, IndexError, ValueError, TypeError, AttributeError) as err:
         # what torch's weights-only unpickler raises on bytes that are not a pickle at all
         raise ValueError(
-            f"{path} is not a readable checkpoint: not a torch file "
-            f"({type(err).__name__}: {_first_line(str(err)) or 'no detail'})"
+            f"{path} is not a readable checkpoint: not a torch file ({err!r})"
         ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a GeSSL checkpoint (it holds a {type(state).__name__})")
@@ -116,11 +115,9 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
 def _refused_code(text: str) -> bool:
     """Whether a weights-only failure refused real pickle code (a global, or an opcode that
-    builds objects) rather than bytes that are no pickle opcode at all (a corrupt file)."""
-    if "GLOBAL" in text or "Unsupported global" in text:
-        return True
+    builds objects) rather than a byte that is no pickle opcode at all (a corrupt file)."""
     op = re.search(r"Unsupported operand (\d+)", text)
-    return op is None or (0 <= int(op.group(1)) < 256 and chr(int(op.group(1))) in _OPCODES)
+    return op is None or chr(int(op.group(1))) in _OPCODES
 
 
 _OPCODES = {op.code for op in pickletools.opcodes}

@@ -129,8 +129,8 @@ def test_rng_states_round_trip_exactly(tmp_path):
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        (b"hello world\n", "not a torch file (KeyError: 101)"),
-        (b"epoch 3 loss 0.2\n", "not a torch file (IndexError: pop from empty list)"),
+        (b"hello world\n", "not a torch file (KeyError(101))"),
+        (b"epoch 3 loss 0.2\n", "not a torch file (IndexError('pop from empty list'))"),
         (bytes([177]) * 64, "byte 177 is not a pickle opcode (a corrupt or foreign file)"),
     ],
     ids=["text", "log-line", "random-bytes"],

@@ -363,7 +363,7 @@ class _TwoRanks:
     def __init__(self, world: int = 2) -> None:
         self.world = world
         self._local = threading.local()
-        self._barrier = threading.Barrier(world, timeout=30)
+        self._barrier = threading.Barrier(world, timeout=20)
         self._slots: list = [None] * world
         self.calls = {"broadcast": 0, "all_reduce": 0}
 
@@ -409,6 +409,10 @@ class _TwoRanks:
                 results[rank] = fn(rank)
             except BaseException as err:
                 errors.append(err)
+            finally:
+                # a rank that is done makes the other's next collective fail at once: the
+                # ranks disagree on the number of collectives (else the test would wait out
+                # the barrier's timeout, and a mutant would only be caught as a timeout)
                 self._barrier.abort()
 
         threads = [threading.Thread(target=body, args=(r,)) for r in range(self.world)]
