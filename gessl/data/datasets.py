@@ -4,7 +4,8 @@ from a local folder.
 Every loader returns an :class:`ImageSet` (``images`` float32 in [0, 1], ``[n, C, H, W]``, and
 integer ``labels``). CIFAR/STL read the official file formats from the folder given as ``root``
 or, when ``root`` is ``None``, from ``$GESSL_DATA_DIR/<dataset>``; nothing is ever downloaded. A
-missing folder or file raises ``FileNotFoundError`` naming the folder and the expected files.
+missing folder or file raises ``FileNotFoundError`` naming the folder and the expected files; an
+unknown ``split`` raises ``ValueError`` naming the allowed ones (``SPLITS``).
 """
 
 from __future__ import annotations
@@ -30,12 +31,20 @@ __all__ = [
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 CIFAR100_FILES = ["train", "test"]
-STL10_FILES = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
+#: the splits each loader reads; anything else raises ``ValueError`` naming these
+SPLITS = {
+    "cifar10": ("train", "test"),
+    "cifar100": ("train", "test"),
+    "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
+}
+#: the label of an image that has none (STL-10's ``unlabeled`` split)
+UNLABELED = -1
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images ``[n, C, H, W]`` (float32, [0, 1]) with integer labels ``[n]``."""
+    """Images ``[n, C, H, W]`` (float32, [0, 1]) with integer labels ``[n]`` (``UNLABELED`` = −1
+    for an image without a label)."""
 
     images: Tensor
     labels: Tensor
@@ -118,6 +127,11 @@ def _folder(root: str | os.PathLike | None, name: str, expected: list[str]) -> P
     return folder
 
 
+def _check_split(name: str, split: str) -> None:
+    if split not in SPLITS[name]:
+        raise ValueError(f"unknown split {split!r} for {name} (allowed: {', '.join(SPLITS[name])})")
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as fh:
         return pickle.load(fh, encoding="bytes")
@@ -129,6 +143,7 @@ def _cifar_images(raw: np.ndarray) -> Tensor:
 
 def load_cifar10(root: str | os.PathLike | None = None, split: str = "train") -> ImageSet:
     """CIFAR-10 from the python pickle batches (``data_batch_1..5``, ``test_batch``)."""
+    _check_split("cifar10", split)
     folder = _folder(root, "cifar10", CIFAR10_FILES)
     files = CIFAR10_FILES[:5] if split == "train" else ["test_batch"]
     batches = [_unpickle(folder / f) for f in files]
@@ -143,6 +158,7 @@ def load_cifar100(
     """CIFAR-100 from the python pickle files ``train`` and ``test`` (fine or coarse labels)."""
     if label not in ("fine", "coarse"):
         raise ValueError(f"label must be 'fine' or 'coarse', got {label!r}")
+    _check_split("cifar100", split)
     folder = _folder(root, "cifar100", CIFAR100_FILES)
     batch = _unpickle(folder / ("train" if split == "train" else "test"))
     labels = np.asarray(batch[f"{label}_labels".encode()], dtype=np.int64)
@@ -151,17 +167,35 @@ def load_cifar100(
 
 def load_stl10(root: str | os.PathLike | None = None, split: str = "train") -> ImageSet:
     """STL-10 from the binary files (``<split>_X.bin``: uint8 3×96×96 images stored
-    column-major; ``<split>_y.bin``: labels 1..10, returned as 0..9)."""
-    folder = _folder(root, "stl10", STL10_FILES)
-    raw = np.fromfile(folder / f"{split}_X.bin", dtype=np.uint8)
-    if raw.size % (3 * 96 * 96):
-        raise ValueError(f"{folder / f'{split}_X.bin'} is not a whole number of 3×96×96 images")
-    images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2).astype(np.float32) / 255.0
-    labels = np.fromfile(folder / f"{split}_y.bin", dtype=np.uint8).astype(np.int64) - 1
-    if len(labels) != len(images):
-        raise ValueError(f"stl10 {split}: {len(images)} images but {len(labels)} labels")
+    column-major; ``<split>_y.bin``: labels 1..10, returned as 0..9).
+
+    ``split``: ``"train"`` (5,000 labelled), ``"test"`` (8,000), ``"unlabeled"`` (100,000, the
+    usual SSL training split; ``unlabeled_X.bin`` only, every label ``UNLABELED``) or
+    ``"train+unlabeled"`` (both, the labelled images first). Only the files of the chosen split
+    must be present.
+    """
+    _check_split("stl10", split)
+    parts = split.split("+")
+    expected = [f"{p}_{x}.bin" for p in parts for x in ("X", "y") if (p, x) != ("unlabeled", "y")]
+    folder = _folder(root, "stl10", expected)
+    images, labels = [], []
+    for part in parts:
+        path = folder / f"{part}_X.bin"
+        raw = np.fromfile(path, dtype=np.uint8)
+        if raw.size % (3 * 96 * 96):
+            raise ValueError(f"{path} is not a whole number of 3×96×96 images")
+        images.append(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2))
+        if part == "unlabeled":
+            labels.append(np.full(len(images[-1]), UNLABELED, dtype=np.int64))
+            continue
+        labels.append(np.fromfile(folder / f"{part}_y.bin", dtype=np.uint8).astype(np.int64) - 1)
+        if len(labels[-1]) != len(images[-1]):
+            raise ValueError(f"stl10 {part}: {len(images[-1])} images but {len(labels[-1])} labels")
+    pixels = np.concatenate(images).astype(np.float32) / 255.0
     return ImageSet(
-        torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), "stl10"
+        torch.from_numpy(np.ascontiguousarray(pixels)),
+        torch.from_numpy(np.concatenate(labels)),
+        "stl10",
     )
 
 

@@ -16,7 +16,7 @@ from gessl.data import (
     load_digits,
     load_stl10,
 )
-from gessl.data.datasets import CIFAR10_FILES, STL10_FILES
+from gessl.data.datasets import CIFAR10_FILES, UNLABELED
 
 
 def _image_bytes(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -100,7 +100,8 @@ def test_missing_files_name_the_folder_and_the_files(tmp_path, monkeypatch):
         load_dataset("cifar10")
     with pytest.raises(FileNotFoundError) as err:
         load_stl10()  # $GESSL_DATA_DIR/stl10 does not exist
-    assert all(f in str(err.value) for f in STL10_FILES) and "stl10" in str(err.value)
+    msg = str(err.value)  # the files of the split asked for (train), not the others
+    assert "expected the files train_X.bin, train_y.bin (" in msg and "stl10" in msg
     with pytest.raises(ValueError, match="unknown dataset"):
         load_dataset("imagenet")
 
@@ -130,3 +131,39 @@ def test_digits_and_class_split():
         class_split(d, [11])
     again = class_split(d, list(range(7)), seed=0)[1]
     assert torch.equal(again.images, test.images)
+
+
+def test_stl10_unlabeled_and_train_plus_unlabeled_load_without_label_files(tmp_path):
+    rng = np.random.default_rng(3)
+    train, unlabeled = _image_bytes(2, 96, rng), _image_bytes(4, 96, rng)
+    train.transpose(0, 1, 3, 2).tofile(tmp_path / "train_X.bin")
+    np.array([3, 7], dtype=np.uint8).tofile(tmp_path / "train_y.bin")
+    unlabeled.transpose(0, 1, 3, 2).tofile(tmp_path / "unlabeled_X.bin")
+    only = load_stl10(tmp_path, "unlabeled")  # no test_* and no unlabeled_y.bin needed
+    assert only.images.shape == (4, 3, 96, 96)
+    np.testing.assert_allclose(only.images.numpy(), unlabeled / 255.0, atol=1e-7)
+    assert only.labels.tolist() == [UNLABELED] * 4 == [-1] * 4
+    both = load_stl10(tmp_path, "train+unlabeled")
+    assert both.labels.tolist() == [2, 6, -1, -1, -1, -1]  # the labelled images first
+    np.testing.assert_allclose(both.images[:2].numpy(), train / 255.0, atol=1e-7)
+    np.testing.assert_allclose(both.images[2:].numpy(), unlabeled / 255.0, atol=1e-7)
+    (tmp_path / "unlabeled_X.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lacks unlabeled_X\.bin;"):
+        load_stl10(tmp_path, "train+unlabeled")
+
+
+@pytest.mark.parametrize(
+    ("loader", "allowed"),
+    [
+        (load_cifar10, "train, test"),
+        (load_cifar100, "train, test"),
+        (load_stl10, "train, test, unlabeled, train+unlabeled"),
+    ],
+)
+def test_an_unknown_split_names_the_allowed_ones(tmp_path, loader, allowed):
+    name = loader.__name__.removeprefix("load_")
+    with pytest.raises(ValueError) as err:
+        loader(tmp_path, "tset")  # checked before any file is looked for
+    assert str(err.value) == f"unknown split 'tset' for {name} (allowed: {allowed})"
+    with pytest.raises(ValueError, match=r"^unknown split 'validation' for "):
+        load_dataset(name, tmp_path, "validation")
