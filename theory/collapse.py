@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -203,6 +204,4 @@ def max_principal_angle(a: np.ndarray, b: np.ndarray) -> float:
     their dimensions differ or either is empty."""
     if a.shape[1] != b.shape[1] or a.shape[1] == 0:
         return float(np.pi / 2)
-    qa, qb = np.linalg.qr(a)[0], np.linalg.qr(b)[0]
-    cos = np.linalg.svd(qa.T @ qb, compute_uv=False)
-    return float(np.arccos(np.clip(cos.min(), -1.0, 1.0)))
+    return float(np.max(scipy.linalg.subspace_angles(a, b)))

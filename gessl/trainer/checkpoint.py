@@ -90,8 +90,14 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         text = str(err)
-        if "Weights only load failed" not in text or not _refused_code(text):
-            raise ValueError(f"{path} is not a readable checkpoint: {_reason(text)}") from None
+        byte = _foreign_byte(text)
+        if byte is not None:
+            raise ValueError(
+                f"{path} is not a readable checkpoint: byte {byte} is not a pickle opcode "
+                "(a corrupt or foreign file)"
+            ) from None
+        if "Weights only load failed" not in text:
+            raise ValueError(f"{path} is not a readable checkpoint: {_first_line(text)}") from None
         found = re.search(r"GLOBAL ([\w.]+)", text)
         what = f"e.g. {found.group(1)}" if found else "an unsupported pickle operation"
         raise UnsafeCheckpointError(
@@ -113,21 +119,17 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     return state
 
 
-def _refused_code(text: str) -> bool:
-    """Whether a weights-only failure refused real pickle code (a global, or an opcode that
-    builds objects) rather than a byte that is no pickle opcode at all (a corrupt file)."""
+def _foreign_byte(text: str) -> int | None:
+    """The byte a weights-only failure stopped at when it is no pickle opcode at all (a corrupt
+    or foreign file); ``None`` when real pickle code (a global, an object-building opcode) was
+    refused."""
     op = re.search(r"Unsupported operand (\d+)", text)
-    return op is None or chr(int(op.group(1))) in _OPCODES
+    if op is None or chr(int(op.group(1))) in _OPCODES:
+        return None
+    return int(op.group(1))
 
 
 _OPCODES = {op.code for op in pickletools.opcodes}
-
-
-def _reason(text: str) -> str:
-    op = re.search(r"Unsupported operand (\d+)", text)
-    if op:
-        return f"byte {op.group(1)} is not a pickle opcode (a corrupt or foreign file)"
-    return _first_line(text)
 
 
 def _first_line(text: str) -> str:
