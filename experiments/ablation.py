@@ -49,6 +49,8 @@ def config() -> None:
     n_samples = 32
     seeds = [0]  # seeds of every value (paired across values)
     evaluation = {"few_shot_way": 5, "few_shot_episodes": 200, "provider_steps": 60}
+    device = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>"
+    precision = "float32"  # "float32" or "bf16" (bfloat16 autocast forward passes)
 
 
 def table(rows: list[dict[str, Any]], parameter: str) -> str:
@@ -97,6 +99,8 @@ def main(
     n_samples: int,
     seeds: list[int],
     evaluation: dict,
+    device: str,
+    precision: str,
     _run: Any,
 ) -> dict[str, Any]:
     rows = []
@@ -107,7 +111,17 @@ def main(
             model = build_model(method, encoder, width, proj_dims, splits.input_shape, seed)
             opts = {**gessl, parameter: value}
             _, seconds = train(
-                model, splits, "gessl", steps, tasks_per_step, n_samples, seed, opts, progress=False
+                model,
+                splits,
+                "gessl",
+                steps,
+                tasks_per_step,
+                n_samples,
+                seed,
+                opts,
+                progress=False,
+                device=device,
+                precision=precision,
             )
             m = flat_metrics(evaluate(model, splits, seed=seed, **evaluation))
             m["train_seconds"] = seconds

@@ -72,6 +72,7 @@ def config() -> None:
     figures = True  # save one PNG per claim
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
     strict = False  # True: a reproduction claim that is 'not reproduced' also makes the exit 1
+    device = "auto"  # where the claims that train do: "auto" (CUDA if available), "cpu", "cuda"
 
 
 @validates(ex)
@@ -188,6 +189,7 @@ def main(
     figures: bool,
     jobs: int,
     strict: bool,
+    device: str,
     _run: Any,
 ) -> dict[str, Any]:
     selected = [get_claim(c) for c in claims] if claims else all_claims()
@@ -219,7 +221,9 @@ def main(
     with tempfile.TemporaryDirectory() as tmp, bar:
         complete = False
         try:
-            run_claims(selected, profile, seed, workers, tmp if figures else None, on_record)
+            run_claims(
+                selected, profile, seed, workers, tmp if figures else None, on_record, device
+            )
             records.sort(key=lambda r: order[r["claim_id"]])
             correct_across(records)  # Holm across every reproduction test of the run
             if figures:

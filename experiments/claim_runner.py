@@ -51,7 +51,7 @@ def error_record(
 
 
 def _check(
-    claim_id: str, profile: str, seed: int, figure_dir: str | None
+    claim_id: str, profile: str, seed: int, figure_dir: str | None, device: str | None = None
 ) -> tuple[Record, str | None]:
     """One claim's record; its figure saved under ``figure_dir`` (not for reproduction claims,
     whose verdicts are final only after the run-wide correction)."""
@@ -59,7 +59,7 @@ def _check(
     reseed(seed)
     start = time.perf_counter()
     try:
-        result = c.check(budget=profile, seed=seed)
+        result = c.check(budget=profile, seed=seed, device=device)
     except Exception as exc:  # one broken check must not cost the other verdicts
         return error_record(c, exc, time.perf_counter() - start, profile, seed), None
     rec = result.to_dict()
@@ -84,9 +84,9 @@ def save_figure(record: Record, folder: str) -> str:
 
 
 def _check_group(
-    ids: Sequence[str], profile: str, seed: int, figure_dir: str | None
+    ids: Sequence[str], profile: str, seed: int, figure_dir: str | None, device: str | None = None
 ) -> list[tuple[Record, str | None]]:
-    return [_check(i, profile, seed, figure_dir) for i in ids]
+    return [_check(i, profile, seed, figure_dir, device) for i in ids]
 
 
 def _groups(selected: Sequence[Claim]) -> list[tuple[str, ...]]:
@@ -105,13 +105,15 @@ def run_claims(
     jobs: int,
     figure_dir: str | None,
     on_record: OnRecord,
+    device: str | None = None,
 ) -> None:
     """Check ``selected`` with ``jobs`` processes (1: in this process), calling
-    ``on_record(record, figure_path)`` for each claim as soon as its record exists."""
+    ``on_record(record, figure_path)`` for each claim as soon as its record exists; the claims
+    that train do so on ``device``."""
 
     def done(_ids: tuple[str, ...], pairs: list[tuple[Record, str | None]]) -> None:
         for rec, fig in pairs:
             on_record(rec, fig)
 
-    check = partial(_check_group, profile=profile, seed=seed, figure_dir=figure_dir)
+    check = partial(_check_group, profile=profile, seed=seed, figure_dir=figure_dir, device=device)
     in_workers(check, _groups(selected), jobs, done)

@@ -121,9 +121,15 @@ SHARED_KEYS = {
     "methods": "SSL methods, each any of `gessl.methods.available_methods()`",
     "method_options": "the method's own options (temperature, momentum, …; docs/methods.md)",
     "mode": '"gessl" or "plain" (the base method on the same samples)',
-    "dataset": '"digits" (bundled with scikit-learn), "cifar10", "cifar100", "stl10"',
+    "dataset": '"digits" (bundled with scikit-learn), "cifar10", "cifar100", "stl10", or any '
+    "name given to `gessl.data.register_dataset` (docs/images.md)",
     "data_root": "folder of the CIFAR/STL files (default: $GESSL_DATA_DIR/<dataset>)",
-    "encoder": '"mlp", "cnn" or "resnet18" (the backbone)',
+    "encoder": '"identity", "mlp", "cnn", "resnet18", or any name given to '
+    "`gessl.models.register_backbone` (the backbone)",
+    "device": '"auto" (CUDA when available, else the CPU), "cpu", "cuda", "cuda:<i>" '
+    "(docs/training.md, devices and precision)",
+    "precision": '"float32" or "bf16": bfloat16 autocast for the forward passes '
+    "(docs/training.md, devices and precision)",
     "width": "backbone width (ResNet-18: 64 is the standard network)",
     "proj_dims": "hidden and output sizes of the projector",
     "steps": "outer training steps",

@@ -46,6 +46,7 @@ def config() -> None:
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
     shard = "1/1"  # "i/n": run every n-th job from the i-th (merge with python -m paper_figures)
     figures = True  # draw the heat maps (whole maps only)
+    device = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>"
 
 
 @validates(ex)
@@ -114,7 +115,7 @@ def _fair(spec: dict[str, Any], family: str, options: dict[str, Any]) -> Any:
     )
 
 
-def run_job(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> dict[str, Any]:
     """One job of :func:`theory.map_grid.plan`: a training run and its evaluations, or a floor
     fit (shared and per task, both KL directions)."""
     from theory.fair_test import build_model, eval_tasks, evaluate, fit_floors, train
@@ -134,7 +135,7 @@ def run_job(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
             "seconds": time.perf_counter() - start,
         }
     reseed(job["seed"])
-    trained = train(test, job["mode"], job["seed"])
+    trained = train(test, job["mode"], job["seed"], device=device)
     metrics = {}
     if not trained.diverged or "blew up" in trained.diverged:  # a blown-up model is measured
         batch, params = eval_tasks(test, job["seed"])
@@ -192,6 +193,7 @@ def main(
     jobs: int,
     shard: str,
     figures: bool,
+    device: str,
     _run: Any,
 ) -> dict[str, Any]:
     spec = make_spec(profile, families, sweep, seeds, steps)  # validated before the run
@@ -211,7 +213,7 @@ def main(
 
     with tempfile.TemporaryDirectory() as tmp, bar:
         try:
-            in_workers(partial(run_job, spec=spec), mine, workers, on_result)
+            in_workers(partial(run_job, spec=spec, device=device), mine, workers, on_result)
         finally:  # also when interrupted: the jobs done so far are kept
             path = os.path.join(tmp, "map.json")
             with open(path, "w") as fh:

@@ -14,14 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.tracking import set_progress
-from gessl.data import (
-    DatasetTasks,
-    ImageSet,
-    cifar_augment,
-    class_split,
-    digits_augment,
-    load_dataset,
-)
+from gessl.data import DatasetTasks, ImageSet, class_split, dataset_entry, load_dataset
 from gessl.eval import (
     alignment,
     effective_rank,
@@ -78,26 +71,32 @@ def prepare_data(
     seen_classes: list[int] | None = None,
     seed: int = 0,
 ) -> Splits:
-    """Digits: a stratified 80/20 split of the seen classes; CIFAR/STL: their own train/test
-    files, restricted to the seen classes; held out = every image of the other classes."""
-    if dataset == "digits":
-        data = load_dataset("digits")
-        seen = list(range(7)) if seen_classes is None else list(seen_classes)
+    """The registered ``dataset`` (``gessl.data.available_datasets()``) and the augmentation its
+    registry entry names. A dataset without splits (digits): a stratified 80/20 split of the seen
+    classes; one with splits (CIFAR/STL): its own train/test files, restricted to the seen
+    classes; held out = every image of the other classes. ``seen_classes`` defaults to the first
+    70% of the classes (at least 2): digits 0–6."""
+    entry = dataset_entry(dataset)
+
+    def default_seen(classes: list[int]) -> list[int]:
+        if seen_classes is not None:
+            return list(seen_classes)
+        return classes[: max(2, len(classes) * 7 // 10)]
+
+    if not entry.splits:
+        data = load_dataset(dataset, data_root)
+        seen = default_seen(data.classes())
         train, test, held = class_split(data, seen, test_fraction=0.2, seed=seed)
-        return Splits(train, test, held, digits_augment(), seen)
+        return Splits(train, test, held, entry.augment, seen)
     train_all = load_dataset(dataset, data_root, "train")
     test_all = load_dataset(dataset, data_root, "test")
-    seen = (
-        train_all.classes()[: max(2, len(train_all.classes()) * 7 // 10)]
-        if seen_classes is None
-        else list(seen_classes)
-    )
+    seen = default_seen(train_all.classes())
     keep = torch.tensor(seen)
     return Splits(
         train_all.subset(torch.isin(train_all.labels, keep)),
         test_all.subset(torch.isin(test_all.labels, keep)),
         test_all.subset(~torch.isin(test_all.labels, keep)),
-        cifar_augment(blur=dataset == "stl10"),
+        entry.augment,
         seen,
     )
 
@@ -131,15 +130,18 @@ def train(
     callback: Callable[[dict], None] | None = None,
     progress: bool = True,
     resume_from: str | None = None,
+    device: str | None = None,
+    precision: str = "float32",
 ) -> tuple[Trainer, float]:
     """Train on tasks of seen-class training images; returns the trainer and wall-clock s.
 
     ``checkpoint_path`` receives a checkpoint every ``checkpoint_every`` steps. ``resume_from``:
     a checkpoint of the same configuration to continue from — model, optimiser, step, task
     stream and RNG states are restored, then training runs up to ``steps`` in all (bit for bit
-    the uninterrupted run).
+    the uninterrupted run). ``device`` and ``precision``: see :class:`gessl.trainer.Trainer`
+    and :class:`gessl.trainer.GeSSLConfig` (a ``precision`` inside ``gessl`` wins).
     """
-    opts = dict(gessl or {}) if mode == "gessl" else {}
+    opts = {"precision": precision, **(dict(gessl or {}) if mode == "gessl" else {})}
     cfg = GeSSLConfig(
         mode=mode, tasks_per_step=tasks_per_step, outer_lr=outer_lr, seed=seed, **opts
     )
@@ -149,6 +151,7 @@ def train(
         cfg,
         n_samples=n_samples,
         checkpoint_path=checkpoint_path,
+        device=device,
     )
     if resume_from is not None:
         trainer.load(resume_from)
@@ -189,7 +192,8 @@ def evaluate(
     provider: str = "trained",
     provider_steps: int = 100,
 ) -> dict[str, Any]:
-    """The evaluation suite on frozen backbone features (and the head, for the report).
+    """The evaluation suite on frozen backbone features (and the head, for the report), run on
+    the method's device; features go to the CPU for the scikit-learn probes.
 
     ``few_shot_way`` is an upper limit: with fewer held-out classes the episodes use all of them
     (the way run is recorded as ``few_shot["n_way"]``)."""
@@ -198,7 +202,7 @@ def evaluate(
     phases = progress(total=5, desc="evaluation", unit="phase")  # on a terminal only
     set_progress("evaluation")
     phases.set_postfix_str("features")
-    ftr, fte, fho = (features(bb, s.images) for s in (splits.train, splits.test, splits.held_out))
+    ftr, fte, fho = (features(bb, s) for s in (splits.train, splits.test, splits.held_out))
     phases.update(1)
     phases.set_postfix_str("linear probe, kNN")
     out: dict[str, Any] = {
@@ -221,11 +225,13 @@ def evaluate(
     ).to_dict()
     phases.update(1)
     phases.set_postfix_str("alignment, uniformity")
-    gen = torch.Generator().manual_seed(10_000 + seed)
     params = {k: v.detach() for k, v in method.online_params().items()}
+    device = next(iter(params.values())).device  # views drawn and embedded there
+    gen = torch.Generator(device=device).manual_seed(10_000 + seed)
     with torch.no_grad():  # on the normalised embeddings the loss shapes (Wang & Isola 2020)
-        a = splits.augment(splits.test.images, gen)
-        b = splits.augment(splits.test.images, gen)
+        test_images = splits.test.as_float(device=device)
+        a = splits.augment(test_images, gen)
+        b = splits.augment(test_images, gen)
         za = F.normalize(method.embed(params, a), dim=1)
         zb = F.normalize(method.embed(params, b), dim=1)
     out["alignment"] = float(alignment(za, zb))

@@ -133,10 +133,10 @@ def config() -> None:
     method_options = {}  # the method's own options (temperature, momentum, ...)
     mode = "gessl"  # "gessl" or "plain"
     gessl = dict(DEFAULT_GESSL)
-    dataset = "digits"  # "digits" (bundled), "cifar10", "cifar100", "stl10"
+    dataset = "digits"  # "digits" (bundled), "cifar10", "cifar100", "stl10" or registered
     data_root = None  # folder of the CIFAR/STL files (or $GESSL_DATA_DIR/<dataset>)
     seen_classes = None  # None: digits 0-6, else the first 70% of the classes
-    encoder = "cnn"  # "mlp", "cnn", "resnet18"
+    encoder = "cnn"  # "identity", "mlp", "cnn", "resnet18" or a registered backbone
     width = 32
     proj_dims = [64, 32]
     steps = 300
@@ -147,6 +147,8 @@ def config() -> None:
     checkpoint_every = 0  # steps between checkpoints, kept as checkpoint.pt in the record (0: none)
     resume = None  # a pretrain record (runs/7): continue from its checkpoint, with its config
     evaluation = {"few_shot_way": 5, "few_shot_shot": 5, "provider": "trained"}
+    device = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>"
+    precision = "float32"  # "float32" or "bf16" (bfloat16 autocast forward passes)
     if resume:  # the parent's configuration; command-line values other than steps must agree
         inherit_config(locals(), resume)
 
@@ -190,6 +192,8 @@ def main(
     checkpoint_every: int,
     resume: str | None,
     evaluation: dict,
+    device: str,
+    precision: str,
     _run: Any,
 ) -> dict[str, Any]:
     parent = check_resume(resume) if resume else None
@@ -222,6 +226,8 @@ def main(
         checkpoint_every,
         log_step(_run),
         resume_from=parent["checkpoint"] if parent else None,
+        device=device,
+        precision=precision,
     )
     result = evaluate(model, splits, seed=seed, **evaluation)
     _run.info["evaluation"] = result

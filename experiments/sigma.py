@@ -42,6 +42,8 @@ def config() -> None:
     report_tasks = 6  # held-out tasks per σ measurement
     provider_steps = 60  # steps of the reference model that provides the optimal task models
     seed = 0
+    device = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>"
+    precision = "float32"  # "float32" or "bf16" (bfloat16 autocast forward passes)
 
 
 @validates(ex)
@@ -72,6 +74,8 @@ def main(
     report_tasks: int,
     provider_steps: int,
     seed: int,
+    device: str,
+    precision: str,
     _run: Any,
 ) -> dict[str, Any]:
     splits = prepare_data(dataset, data_root, None, seed)
@@ -92,10 +96,14 @@ def main(
             tasks_per_step=tasks_per_step,
             outer_lr=outer_lr,
             seed=seed,
-            **(gessl if mode == "gessl" else {}),
+            **{"precision": precision, **(gessl if mode == "gessl" else {})},
         )
         trainers[mode] = Trainer(
-            model, DatasetTasks(splits.train, splits.augment), cfg, n_samples=n_samples
+            model,
+            DatasetTasks(splits.train, splits.augment),
+            cfg,
+            n_samples=n_samples,
+            device=device,
         )
     series: dict[str, dict[str, list[float]]] = {}
     seconds = {"plain": 0.0, "gessl": 0.0}

@@ -65,6 +65,8 @@ def config() -> None:
         "provider_steps": 60,
         "report_tasks": 6,
     }
+    device = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>"
+    precision = "float32"  # "float32" or "bf16" (bfloat16 autocast forward passes)
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,6 +142,8 @@ def main(
     tasks_per_step: int,
     n_samples: int,
     evaluation: dict,
+    device: str,
+    precision: str,
     _run: Any,
 ) -> dict[str, Any]:
     steps, seeds = PROFILES[profile]["steps"], PROFILES[profile]["seeds"]
@@ -159,6 +163,8 @@ def main(
                     seed,
                     gessl,
                     progress=False,
+                    device=device,
+                    precision=precision,
                 )
                 m = flat_metrics(evaluate(model, splits, seed=seed, **evaluation))
                 run = {"method": method, "mode": mode, "seed": seed, "train_seconds": seconds, **m}

@@ -113,8 +113,16 @@ def _methods() -> list[str]:
     return list(available_methods())
 
 
-DATASETS = ("digits", "cifar10", "cifar100", "stl10")
-ENCODERS = ("mlp", "cnn", "resnet18")
+def _datasets() -> list[str]:
+    from gessl.data import available_datasets
+
+    return available_datasets()
+
+
+def _encoders() -> list[str]:
+    from gessl.models import available_backbones
+
+    return available_backbones()
 
 
 def check_method_options(key: str, method: str, options: Any) -> None:
@@ -167,6 +175,16 @@ def check_evaluation(key: str, options: Any) -> None:
             check_choice(f"{key}.report_critic", v, [*CRITICS, "method"])
 
 
+def check_device_key(key: str, value: Any) -> None:
+    """A device this machine has (``auto``, ``cpu``, ``cuda``, ``cuda:<i>``, ``mps``)."""
+    from gessl.devices import resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError as err:
+        raise UsageError(f"{key}: {err}") from None
+
+
 def _shared(config: Mapping[str, Any]) -> None:
     """The keys several experiments share, checked wherever they appear."""
     c = config
@@ -181,13 +199,13 @@ def _shared(config: Mapping[str, Any]) -> None:
     if "mode" in c:
         check_choice("mode", c["mode"], ("gessl", "plain"))
     if "dataset" in c:
-        check_choice("dataset", c["dataset"], DATASETS)
+        check_choice("dataset", c["dataset"], _datasets())
     if c.get("data_root") is not None and not isinstance(c["data_root"], str):
         raise UsageError(f"data_root: expected a folder path, got {c['data_root']!r}")
     if "encoder" in c:
-        check_choice("encoder", c["encoder"], ENCODERS)
+        check_choice("encoder", c["encoder"], _encoders())
     if "encoders" in c:
-        check_choices("encoders", c["encoders"], ENCODERS, empty=False)
+        check_choices("encoders", c["encoders"], _encoders(), empty=False)
     for key, minimum in (("width", 1), ("tasks_per_step", 1), ("n_samples", 2)):
         if key in c:
             check_int(key, c[key], minimum)
@@ -220,6 +238,12 @@ def _shared(config: Mapping[str, Any]) -> None:
         check_int("checkpoint_every", c["checkpoint_every"], 0)
     if "jobs" in c:
         check_int("jobs", c["jobs"], 0)
+    if "device" in c:
+        check_device_key("device", c["device"])
+    if "precision" in c:
+        from gessl.devices import PRECISIONS
+
+        check_choice("precision", c["precision"], PRECISIONS)
     for key in ("figures", "strict", "memory", "bounds_end_to_end"):
         if key in c:
             check_bool(key, c[key])

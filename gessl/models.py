@@ -8,19 +8,23 @@ CNN uses GroupNorm and projector BatchNorm layers have ``track_running_stats=Fal
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "ACTIVATIONS",
+    "BACKBONES",
     "MLP",
     "Flatten",
     "ResNet18",
     "SmallCNN",
+    "available_backbones",
     "build_backbone",
     "mlp_head",
+    "register_backbone",
+    "unregister_backbone",
 ]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "identity": nn.Identity}
@@ -98,11 +102,29 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+class _Float32Norm:
+    """Batch normalisation computed in float32: under bfloat16 autocast the preceding layer's
+    output is bfloat16, and ``batch_norm``'s backward under ``torch.func.vmap`` rejects a
+    bfloat16 input with float32 affine parameters (torch 2.13); float32 statistics are also
+    what mixed-precision training keeps for normalisation."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.float() if x.dtype in (torch.bfloat16, torch.float16) else x)  # type: ignore[misc]
+
+
+class BatchNorm1d(_Float32Norm, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose statistics are float32 under autocast (see ``_Float32Norm``)."""
+
+
+class BatchNorm2d(_Float32Norm, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` whose statistics are float32 under autocast (see ``_Float32Norm``)."""
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
     if kind == "batch":  # batch statistics only: usable inside GeSSL's inner loop and vmap
-        return nn.BatchNorm2d(channels, track_running_stats=False)
+        return BatchNorm2d(channels, track_running_stats=False)
     raise ValueError(f"norm must be 'group' or 'batch', got {kind!r}")
 
 
@@ -173,28 +195,77 @@ def mlp_head(
         layers.append(nn.Linear(d, out, bias=last_bias or not last))
         if not last:
             if batchnorm:
-                layers.append(nn.BatchNorm1d(out, track_running_stats=False))
+                layers.append(BatchNorm1d(out, track_running_stats=False))
             layers.append(_activation(activation))
         d = out
     return nn.Sequential(*layers)
 
 
+#: ``builder(input_shape, width) -> nn.Module``; the module has an ``out_dim`` attribute
+BackboneBuilder = Callable[[tuple[int, ...], int], nn.Module]
+#: the registered backbones by name, in the order they were registered
+BACKBONES: dict[str, BackboneBuilder] = {}
+
+
+def available_backbones() -> list[str]:
+    """The registered backbone names, in registration order."""
+    return list(BACKBONES)
+
+
+def register_backbone(name: str, builder: BackboneBuilder) -> BackboneBuilder:
+    """Add ``builder(input_shape, width)`` to :data:`BACKBONES` under ``name`` (usable as
+    ``register_backbone(name, builder)``; returns ``builder``). The module it builds must have
+    an ``out_dim`` attribute (its feature size). A name registered already raises
+    ``ValueError``."""
+    if name in BACKBONES:
+        raise ValueError(
+            f"backbone {name!r} is already registered (registered: {', '.join(BACKBONES)})"
+        )
+    BACKBONES[name] = builder
+    return builder
+
+
+def unregister_backbone(name: str) -> None:
+    """Remove ``name`` from :data:`BACKBONES` (an unknown name raises ``ValueError``)."""
+    _builder(name)
+    del BACKBONES[name]
+
+
+def _builder(name: str) -> BackboneBuilder:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(BACKBONES)}") from None
+
+
 def build_backbone(name: str, input_shape: Sequence[int], width: int = 64) -> nn.Module:
-    """``"identity"`` or ``"mlp"`` (any input, flattened), ``"cnn"`` or ``"resnet18"``
-    (``[C, H, W]`` input)."""
-    if name == "identity":
-        return Flatten(math.prod(input_shape))
-    if name == "mlp":
-        return MLP(math.prod(input_shape), width=width)
-    if name == "cnn":
-        if len(input_shape) != 3:
-            raise ValueError(f"cnn needs [C, H, W] inputs, got shape {tuple(input_shape)}")
-        return SmallCNN(input_shape[0], width=max(4, width - width % 4))
-    if name == "resnet18":
-        if len(input_shape) != 3:
-            raise ValueError(f"resnet18 needs [C, H, W] inputs, got shape {tuple(input_shape)}")
-        return ResNet18(input_shape[0], width=width)
-    raise ValueError(f"unknown backbone {name!r}; available: identity, mlp, cnn, resnet18")
+    """The registered backbone ``name`` for inputs of ``input_shape`` (:func:`available_backbones`:
+    ``"identity"`` or ``"mlp"``, any input, flattened; ``"cnn"`` or ``"resnet18"``, ``[C, H, W]``
+    input)."""
+    module = _builder(name)(tuple(input_shape), width)
+    out_dim = getattr(module, "out_dim", None)
+    if isinstance(out_dim, bool) or not isinstance(out_dim, int):
+        raise ValueError(
+            f"backbone {name!r} built a module without an integer out_dim: {out_dim!r}"
+        )
+    return module
+
+
+def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(input_shape) != 3:
+        raise ValueError(f"{name} needs [C, H, W] inputs, got shape {tuple(input_shape)}")
+    return input_shape
+
+
+register_backbone("identity", lambda shape, width: Flatten(math.prod(shape)))
+register_backbone("mlp", lambda shape, width: MLP(math.prod(shape), width=width))
+register_backbone(
+    "cnn",
+    lambda shape, width: SmallCNN(_image_shape("cnn", shape)[0], width=max(4, width - width % 4)),
+)
+register_backbone(
+    "resnet18", lambda shape, width: ResNet18(_image_shape("resnet18", shape)[0], width=width)
+)
 
 
 def count_parameters(module: nn.Module) -> int:

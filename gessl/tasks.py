@@ -1,5 +1,9 @@
 """The task view of a mini-batch: N source samples form an N-way classification task.
 
+:class:`TaskBatch` holds M such tasks (support and query views) and is the one task type of the
+library: the trainer, the theory settings' samplers and the image-dataset samplers all produce it
+(the :class:`TaskSampler` protocol), and ``batch.to(device)`` moves it.
+
 Class ``k`` is source sample ``k``; its instances are its augmented views. Given the embeddings
 of query views and of one candidate view per class, the task classifier π is the softmax over the
 N candidates of a **critic** ``s(query, candidate)`` (the other view's embeddings act as class
@@ -34,16 +38,20 @@ per-candidate ``‖v‖²`` term with a coefficient other than the cross term's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gessl.devices import in_float32
+
 __all__ = [
     "CRITICS",
     "Critic",
-    "Task",
+    "TaskBatch",
+    "TaskSampler",
     "make_critic",
     "task_labels",
     "task_log_probs",
@@ -87,7 +95,11 @@ class Critic:
 
     def logits(self, z_query: Tensor, z_candidates: Tensor) -> Tensor:
         """``[..., n_query, N]`` logits of ``[..., n_query, D]`` queries against ``[..., N, D]``
-        candidates (leading dims are batch dims, e.g. tasks)."""
+        candidates (leading dims are batch dims, e.g. tasks); bfloat16/float16 embeddings
+        are scored in float32."""
+        return in_float32(self._logits, z_query, z_candidates)
+
+    def _logits(self, z_query: Tensor, z_candidates: Tensor) -> Tensor:
         if z_query.shape[-1] != z_candidates.shape[-1]:
             raise ValueError(
                 f"z_query and z_candidates must share the feature dimension, got "
@@ -161,41 +173,84 @@ def task_labels(n: int, device: torch.device | None = None) -> Tensor:
     return torch.arange(n, device=device)
 
 
+class TaskSampler(Protocol):
+    """Anything that draws M tasks of N samples: the trainer's, the theory settings' and the
+    image datasets' samplers. Every random number is drawn on ``gen.device``, so the views are
+    made (drawn or augmented) on the device the trainer runs on."""
+
+    def sample(self, n_tasks: int, n_samples: int, gen: torch.Generator) -> TaskBatch: ...
+
+
 @dataclass(frozen=True)
-class Task:
-    """One mini-batch task: support and query views of the same N source samples.
+class TaskBatch:
+    """M tasks × N samples: support views ``(support_a, support_b)`` — what a task-specific
+    model adapts on — and query views ``(query_a, query_b)`` — where it is evaluated (GeSSL's
+    outer loss, the σ-measurement). Each view is ``[M, N, ...]``; row ``k`` of every view of task
+    ``m`` comes from the same source sample, the class ``k`` of task ``m``'s N-way problem (our
+    reconstruction of the v5 support/query split, ``docs/reconstruction.md``)."""
 
-    ``support`` views are what a task-specific model adapts on; ``query`` views are where it is
-    evaluated (GeSSL's outer loss, the σ-measurement). Each is a pair of tensors ``(view_a,
-    view_b)`` whose first dimension is N, row ``k`` of every tensor coming from source sample
-    ``k`` (our reconstruction of the v5 support/query split, ``docs/reconstruction.md``).
-    """
-
-    support: tuple[Tensor, Tensor]
-    query: tuple[Tensor, Tensor]
+    support_a: Tensor
+    support_b: Tensor
+    query_a: Tensor
+    query_b: Tensor
 
     def __post_init__(self) -> None:
-        for name, pair in (("support", self.support), ("query", self.query)):
-            if len(pair) != 2:
-                raise ValueError(f"{name} must be a pair of view tensors, got {len(pair)}")
-            for v in pair:
-                if not isinstance(v, Tensor):
-                    raise ValueError(f"{name} views must be tensors, got {type(v).__name__}")
-        sizes = {int(v.shape[0]) for v in (*self.support, *self.query)}
-        if len(sizes) != 1:
-            raise ValueError(
-                "support and query views must all hold the same N samples, "
-                f"got sizes {sorted(sizes)}"
-            )
-        if next(iter(sizes)) < 2:
-            raise ValueError("a task needs N >= 2 samples")
+        views = [getattr(self, f.name) for f in fields(self)]
+        for f, v in zip(fields(self), views):
+            if not isinstance(v, Tensor) or v.dim() < 2:
+                raise ValueError(f"{f.name} must be a tensor [M, N, ...], got {_describe(v)}")
+        shapes = {tuple(v.shape[:2]) for v in views}
+        if len(shapes) != 1:
+            raise ValueError(f"all views must share [M, N], got {sorted(shapes)}")
+        m, n = next(iter(shapes))
+        if m < 1 or n < 2:
+            raise ValueError(f"a task batch needs M >= 1 tasks of N >= 2 samples, got {m}×{n}")
+        devices = {str(v.device) for v in views}
+        if len(devices) != 1:
+            raise ValueError(f"mixed devices: the views are on {' and '.join(sorted(devices))}")
+
+    def views(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(support_a, support_b, query_a, query_b)``."""
+        return self.support_a, self.support_b, self.query_a, self.query_b
 
     @property
-    def n_classes(self) -> int:
-        """N, the number of source samples (classes) in the task."""
-        return int(self.support[0].shape[0])
+    def n_tasks(self) -> int:
+        """M, the number of tasks."""
+        return int(self.support_a.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        """N, the samples (classes) of each task."""
+        return int(self.support_a.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.support_a.device
 
     @property
     def labels(self) -> Tensor:
-        """``arange(N)`` on the views' device."""
-        return task_labels(self.n_classes, device=self.support[0].device)
+        """``arange(N)`` on the views' device: the labels of every task's N-way problem."""
+        return task_labels(self.n_samples, device=self.device)
+
+    def shard(self, rank: int, world: int) -> TaskBatch:
+        """The contiguous block of tasks of ``rank`` out of ``world`` (sizes differ by ≤ 1)."""
+        m = self.n_tasks
+        lo, hi = rank * m // world, (rank + 1) * m // world
+        return TaskBatch(*(v[lo:hi] for v in self.views()))
+
+    def to(
+        self,
+        device: str | torch.device | torch.dtype | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> TaskBatch:
+        """The batch on ``device`` and/or in floating dtype ``dtype`` (``batch.to(torch.float64)``
+        also works, like ``Tensor.to``)."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
+        return TaskBatch(*(v.to(device=device, dtype=dtype) for v in self.views()))
+
+
+def _describe(v: object) -> str:
+    if isinstance(v, Tensor):
+        return f"a tensor of shape {tuple(v.shape)}"
+    return f"a {type(v).__name__}"

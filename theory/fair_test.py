@@ -22,21 +22,23 @@ accuracy of argmax π. The GeSSL algorithm is our reconstruction (``docs/reconst
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from gessl.data import TaskBatch
+from gessl.devices import resolve_device
 from gessl.eval.universality import adapt_per_task, model_log_probs
 from gessl.methods import Method, build_method
 from gessl.models import MLP, Flatten
 from gessl.sigma import kl_rows
-from gessl.tasks import Critic
+from gessl.tasks import Critic, TaskBatch
 from gessl.trainer import GeSSLConfig, NonFiniteLossError, Trainer
 from theory.floors import Floor, fit_floor
 from theory.task_families import FamilySampler, TaskFamily, make_family
@@ -174,9 +176,32 @@ class Trained:
 BLOW_UP = 2.0
 
 
-def train(test: FairTest, mode: str, seed: int, sampler: Any = None) -> Trained:
+#: the device the training claims train on (set by :func:`training_device`; None = auto)
+_TRAINING_DEVICE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "training_device", default=None
+)
+
+
+@contextlib.contextmanager
+def training_device(device: str | torch.device | None) -> Iterator[None]:
+    """Within the block, :func:`train` trains on ``device`` (``None``/``"auto"``: CUDA when
+    available, else the CPU); :meth:`theory.claims.base.Claim.check` sets it for its claim."""
+    resolve_device(device)  # a bad value fails here, with one line
+    token = _TRAINING_DEVICE.set(None if device is None else str(device))
+    try:
+        yield
+    finally:
+        _TRAINING_DEVICE.reset(token)
+
+
+def train(
+    test: FairTest, mode: str, seed: int, sampler: Any = None, device: str | None = None
+) -> Trained:
     """Train the base model in ``mode`` for ``test.steps`` outer steps on fresh tasks of the
     family (or on ``sampler``, e.g. a :class:`~theory.task_families.TaskPool`).
+
+    Training runs on ``device`` (default: the one :func:`training_device` set, else auto); the
+    trained model is returned on the CPU, where the float64 evaluations and floors run.
 
     A run is *diverged* when a loss became non-finite (training stops there) or when the mean
     outer loss of its last five steps exceeds ``BLOW_UP · log N`` — worse than a collapsed
@@ -184,13 +209,17 @@ def train(test: FairTest, mode: str, seed: int, sampler: Any = None) -> Trained:
     """
     method = build_model(test, seed)
     sampler = sampler if sampler is not None else FamilySampler(test.task_family)
-    trainer = Trainer(method, sampler, test.config(mode, seed), n_samples=test.n_samples)
+    device = device if device is not None else _TRAINING_DEVICE.get()
+    trainer = Trainer(
+        method, sampler, test.config(mode, seed), n_samples=test.n_samples, device=device
+    )
     start = time.perf_counter()
     diverged = None
     try:
         trainer.fit(test.steps, progress=False)
     except NonFiniteLossError as err:
         diverged = str(err)
+    method.to("cpu")
     tail = [h["loss"] for h in trainer.history[-5:]]
     last = sum(tail) / len(tail) if tail else float("nan")
     limit = BLOW_UP * math.log(test.n_samples)

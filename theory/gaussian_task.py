@@ -49,9 +49,13 @@ class SphereTasks:
 
     def sample(self, gen: torch.Generator, tasks: int) -> tuple[Tensor, Tensor]:
         """``(queries, prototypes)``, each ``[tasks, N, d]``; query j is drawn from class j."""
-        protos = torch.randn(tasks, self.n_classes, self.dim, generator=gen, dtype=f64)
+        protos = torch.randn(
+            tasks, self.n_classes, self.dim, generator=gen, device=gen.device, dtype=f64
+        )
         protos = self.radius * protos / protos.norm(dim=-1, keepdim=True)
-        noise = torch.randn(tasks, self.n_classes, self.dim, generator=gen, dtype=f64)
+        noise = torch.randn(
+            tasks, self.n_classes, self.dim, generator=gen, device=gen.device, dtype=f64
+        )
         return protos + self.noise * noise, protos
 
     def bayes_logits(self, queries: Tensor, protos: Tensor) -> Tensor:
@@ -102,9 +106,10 @@ class LatentViewTasks:
         """``views`` independent noisy views ``[tasks, N, d]`` of the same latents (the first
         two are :meth:`sample`'s anchors and candidates for the same generator state)."""
         shape = (tasks, self.n_classes, self.dim)
-        latent = self.latent_scale * torch.randn(shape, generator=gen, dtype=f64)
+        latent = self.latent_scale * torch.randn(shape, generator=gen, device=gen.device, dtype=f64)
         return tuple(
-            latent + self.noise * torch.randn(shape, generator=gen, dtype=f64) for _ in range(views)
+            latent + self.noise * torch.randn(shape, generator=gen, device=gen.device, dtype=f64)
+            for _ in range(views)
         )
 
     def bayes_logits(self, u: Tensor, v: Tensor) -> Tensor:
@@ -122,7 +127,7 @@ def bayes_augmented_embeddings(
     InfoNCE with ``critic="dot"``, ``temperature=1`` on them is the Bayes InfoNCE.
     """
     rho, var = model.rho, model.cond_var
-    ones = torch.ones(*u.shape[:-1], 1, dtype=u.dtype)
+    ones = torch.ones(*u.shape[:-1], 1, dtype=u.dtype, device=u.device)
     ua = torch.cat([rho * u / var, ones], dim=-1)
     va = torch.cat([v, (-0.5 * rho**2 / var) * v.pow(2).sum(-1, keepdim=True)], dim=-1)
     return ua, va
@@ -138,7 +143,10 @@ class LatentViewSampler:
 
     def sample(self, n_tasks: int, n_samples: int, gen: torch.Generator) -> TaskBatch:
         shape = (n_tasks, n_samples, self.model.dim)
-        latent = self.model.latent_scale * torch.randn(shape, generator=gen)
+        latent = self.model.latent_scale * torch.randn(shape, generator=gen, device=gen.device)
         return TaskBatch(
-            *(latent + self.model.noise * torch.randn(shape, generator=gen) for _ in range(4))
+            *(
+                latent + self.model.noise * torch.randn(shape, generator=gen, device=gen.device)
+                for _ in range(4)
+            )
         )

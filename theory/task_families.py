@@ -141,10 +141,11 @@ class _IsotropicViews(TaskFamily):
         self, gen: torch.Generator, params: Tensor, n_samples: int, views: int
     ) -> tuple[Tensor, ...]:
         shape = (params.shape[0], n_samples, self.dim)
-        latent = self.latent_scale * torch.randn(shape, generator=gen, dtype=f64)
+        latent = self.latent_scale * torch.randn(shape, generator=gen, device=gen.device, dtype=f64)
         s = params.to(f64).reshape(-1, 1, 1)
         return tuple(
-            latent + s * torch.randn(shape, generator=gen, dtype=f64) for _ in range(views)
+            latent + s * torch.randn(shape, generator=gen, device=gen.device, dtype=f64)
+            for _ in range(views)
         )
 
     def bayes_logits(self, u: Tensor, v: Tensor, params: Tensor) -> Tensor:
@@ -179,7 +180,7 @@ class HomogeneousTasks(_IsotropicViews):
         _positive("noise", self.noise)
 
     def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
-        return torch.full((tasks,), float(self.noise), dtype=f64)
+        return torch.full((tasks,), float(self.noise), dtype=f64, device=gen.device)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ class NoiseLevelTasks(_IsotropicViews):
             )
 
     def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
-        u = torch.rand(tasks, generator=gen, dtype=f64)
+        u = torch.rand(tasks, generator=gen, device=gen.device, dtype=f64)
         return self.noise_low + (self.noise_high - self.noise_low) * u
 
 
@@ -258,7 +259,7 @@ class SubspaceTasks(TaskFamily):
     def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
         """Haar-random orthonormal frames: QR of a Gaussian matrix with the signs of R's
         diagonal moved into Q (Mezzadri 2007, arXiv math-ph/0609050)."""
-        g = torch.randn(tasks, self.dim, self.k, generator=gen, dtype=f64)
+        g = torch.randn(tasks, self.dim, self.k, generator=gen, device=gen.device, dtype=f64)
         q, r = torch.linalg.qr(g)
         return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
 
@@ -268,11 +269,11 @@ class SubspaceTasks(TaskFamily):
         basis = params.to(f64)
         t = basis.shape[0]
         c, s = float(self.latent_scale), float(self.noise)
-        w = c * torch.randn(t, n_samples, self.k, generator=gen, dtype=f64)
+        w = c * torch.randn(t, n_samples, self.k, generator=gen, device=gen.device, dtype=f64)
         latent = w @ basis.transpose(-1, -2)  # x = U w
         out = []
         for _ in range(views):
-            e = torch.randn(t, n_samples, self.dim, generator=gen, dtype=f64)
+            e = torch.randn(t, n_samples, self.dim, generator=gen, device=gen.device, dtype=f64)
             pe = (e @ basis) @ basis.transpose(-1, -2)  # P e
             out.append(latent + s * pe + math.sqrt(c * c + s * s) * (e - pe))
         return tuple(out)
@@ -280,8 +281,8 @@ class SubspaceTasks(TaskFamily):
     def bayes_logits(self, u: Tensor, v: Tensor, params: Tensor) -> Tensor:
         basis = params.to(u.dtype)
         t = basis.shape[0]
-        rho = torch.full((t,), self.rho, dtype=u.dtype)
-        var = torch.full((t,), self.cond_var, dtype=u.dtype)
+        rho = torch.full((t,), self.rho, dtype=u.dtype, device=u.device)
+        var = torch.full((t,), self.cond_var, dtype=u.dtype, device=u.device)
         return _shrunk_sq_distance(u @ basis, v @ basis, rho, var)  # ‖P x‖ = ‖Uᵀx‖
 
     def mutual_information(self, params: Tensor) -> Tensor:
@@ -367,6 +368,7 @@ class TaskPool:
                 f"n_samples must be the pool's per-task sample size {self.n_samples}, "
                 f"got {n_samples}"
             )
-        idx = torch.randint(len(self), (n_tasks,), generator=gen)
-        b = self.batch
+        idx = torch.randint(len(self), (n_tasks,), generator=gen, device=gen.device)
+        b = self.batch.to(gen.device)  # a pool drawn elsewhere follows the trainer's device
+        self.batch = b
         return TaskBatch(b.support_a[idx], b.support_b[idx], b.query_a[idx], b.query_b[idx])

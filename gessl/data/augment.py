@@ -1,7 +1,11 @@
 """Batched image augmentations written in torch (no torchvision), seeded by a ``torch.Generator``.
 
 Each function maps ``[B, C, H, W]`` (or ``[..., C, H, W]``) images in [0, 1] to augmented images
-of the same shape, drawing an independent random transform per image. Pipelines:
+of the same shape, drawing an independent random transform per image. The random numbers are
+drawn on the generator's device (``gen.device``, float32) and every tensor a transform builds
+(affine matrices, blur kernels, grayscale weights) is created on ``x.device`` in ``x``'s dtype, so
+a CUDA generator and CUDA images augment without touching the CPU; on the CPU the numbers are
+those of ``torch.rand(..., generator=gen)``, the same for the same seed as before. Pipelines:
 :func:`digits_augment` (small affine jitter and noise; no flips — digits are not mirror
 symmetric) and :func:`cifar_augment` (SimCLR-style crop, flip, colour jitter, grayscale, blur).
 """
@@ -30,8 +34,13 @@ __all__ = [
 ]
 
 
-def _u(gen: torch.Generator, n: int, lo: float, hi: float) -> Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=gen)
+def _rand(gen: torch.Generator, n: int, x: Tensor) -> Tensor:
+    """``n`` uniforms in [0, 1) drawn on ``gen.device``, on ``x.device``."""
+    return torch.rand(n, generator=gen, device=gen.device).to(x.device)
+
+
+def _u(gen: torch.Generator, n: int, lo: float, hi: float, x: Tensor) -> Tensor:
+    return lo + (hi - lo) * _rand(gen, n, x)
 
 
 def _warp(x: Tensor, theta: Tensor) -> Tensor:
@@ -47,13 +56,13 @@ def random_resized_crop(
 ) -> Tensor:
     """Crop a random area fraction in ``scale`` with aspect ratio in ``ratio``, resize back."""
     b = x.shape[0]
-    area = _u(gen, b, *scale)
-    log_r = _u(gen, b, math.log(ratio[0]), math.log(ratio[1]))
+    area = _u(gen, b, *scale, x)
+    log_r = _u(gen, b, math.log(ratio[0]), math.log(ratio[1]), x)
     w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)
     h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
-    cx = (2 * torch.rand(b, generator=gen) - 1) * (1 - w)
-    cy = (2 * torch.rand(b, generator=gen) - 1) * (1 - h)
-    theta = torch.zeros(b, 2, 3)
+    cx = (2 * _rand(gen, b, x) - 1) * (1 - w)
+    cy = (2 * _rand(gen, b, x) - 1) * (1 - h)
+    theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = w, h, cx, cy
     return _warp(x, theta)
 
@@ -67,27 +76,27 @@ def random_affine(
 ) -> Tensor:
     """Random rotation, isotropic scaling and shift (fractions of the half-width)."""
     b = x.shape[0]
-    a = torch.deg2rad(_u(gen, b, -max_degrees, max_degrees))
-    s = _u(gen, b, *scale)
-    theta = torch.zeros(b, 2, 3)
+    a = torch.deg2rad(_u(gen, b, -max_degrees, max_degrees, x))
+    s = _u(gen, b, *scale, x)
+    theta = torch.zeros(b, 2, 3, device=x.device)
     theta[:, 0, 0], theta[:, 0, 1] = torch.cos(a) / s, -torch.sin(a) / s
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(a) / s, torch.cos(a) / s
     theta[:, 0, 2], theta[:, 1, 2] = (
-        _u(gen, b, -2 * max_shift, 2 * max_shift),
-        _u(gen, b, -2 * max_shift, 2 * max_shift),
+        _u(gen, b, -2 * max_shift, 2 * max_shift, x),
+        _u(gen, b, -2 * max_shift, 2 * max_shift, x),
     )
     return _warp(x, theta)
 
 
 def hflip(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:
-    flip = torch.rand(x.shape[0], generator=gen) < p
+    flip = _rand(gen, x.shape[0], x) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
 def _gray(x: Tensor) -> Tensor:
     if x.shape[1] == 1:
         return x
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype)
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
     return (x * w[None, :, None, None]).sum(1, keepdim=True).expand_as(x)
 
 
@@ -101,10 +110,10 @@ def color_jitter(
 ) -> Tensor:
     """Per-image brightness, contrast and saturation factors in ``[1 − s, 1 + s]``."""
     b = x.shape[0]
-    apply = (torch.rand(b, generator=gen) < p)[:, None, None, None]
-    bf = _u(gen, b, 1 - brightness, 1 + brightness)[:, None, None, None]
-    cf = _u(gen, b, 1 - contrast, 1 + contrast)[:, None, None, None]
-    sf = _u(gen, b, 1 - saturation, 1 + saturation)[:, None, None, None]
+    apply = (_rand(gen, b, x) < p)[:, None, None, None]
+    bf = _u(gen, b, 1 - brightness, 1 + brightness, x)[:, None, None, None].to(x.dtype)
+    cf = _u(gen, b, 1 - contrast, 1 + contrast, x)[:, None, None, None].to(x.dtype)
+    sf = _u(gen, b, 1 - saturation, 1 + saturation, x)[:, None, None, None].to(x.dtype)
     y = x * bf
     mean = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
     y = (y - mean) * cf + mean
@@ -114,7 +123,7 @@ def color_jitter(
 
 
 def random_grayscale(x: Tensor, gen: torch.Generator, p: float = 0.2) -> Tensor:
-    apply = (torch.rand(x.shape[0], generator=gen) < p)[:, None, None, None]
+    apply = (_rand(gen, x.shape[0], x) < p)[:, None, None, None]
     return torch.where(apply, _gray(x), x)
 
 
@@ -127,8 +136,8 @@ def gaussian_blur(
 ) -> Tensor:
     """Separable Gaussian blur with a per-image σ (grouped convolution)."""
     b, c, h, w = x.shape
-    s = _u(gen, b, *sigma)
-    r = torch.arange(kernel, dtype=x.dtype) - kernel // 2
+    s = _u(gen, b, *sigma, x)
+    r = torch.arange(kernel, dtype=x.dtype, device=x.device) - kernel // 2
     k = torch.exp(-(r[None, :] ** 2) / (2 * s[:, None].to(x.dtype) ** 2))
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, dim=0)  # [b*c, kernel]
     y = x.reshape(1, b * c, h, w)
@@ -143,12 +152,14 @@ def gaussian_blur(
         k[:, None, :, None],
         groups=b * c,
     )
-    apply = (torch.rand(b, generator=gen) < p)[:, None, None, None]
+    apply = (_rand(gen, b, x) < p)[:, None, None, None]
     return torch.where(apply, y.reshape(b, c, h, w), x)
 
 
 def gaussian_noise(x: Tensor, gen: torch.Generator, std: float = 0.05) -> Tensor:
-    return x + std * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    return x + std * torch.randn(x.shape, generator=gen, dtype=x.dtype, device=gen.device).to(
+        x.device
+    )
 
 
 @dataclass(frozen=True)

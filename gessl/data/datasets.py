@@ -1,17 +1,26 @@
 """Image datasets as tensors: scikit-learn's bundled digits (no download), CIFAR-10/100 and STL-10
-from a local folder.
+from a local folder, and a registry of datasets by name.
 
-Every loader returns an :class:`ImageSet` (``images`` float32 in [0, 1], ``[n, C, H, W]``, and
-integer ``labels``). CIFAR/STL read the official file formats from the folder given as ``root``
-or, when ``root`` is ``None``, from ``$GESSL_DATA_DIR/<dataset>``; nothing is ever downloaded. A
-missing folder or file raises ``FileNotFoundError`` naming the folder and the expected files; an
-unknown ``split`` raises ``ValueError`` naming the allowed ones (``SPLITS``).
+Every loader returns an :class:`ImageSet`: ``images`` **uint8** ``[n, C, H, W]`` (0..255, the
+storage; :meth:`ImageSet.as_float` gives float32 in [0, 1] for any subset, converted on the
+device it is moved to) and integer ``labels``. CIFAR/STL are uint8 in their files and are never
+copied to float; digits' values 0..16 are stored as ``round(255·v/16)`` (a quantisation of at
+most 0.5/255 per pixel, see :func:`load_digits`). CIFAR/STL read the official file formats from
+the folder given as ``root`` or, when ``root`` is ``None``, from ``$GESSL_DATA_DIR/<dataset>``;
+nothing is ever downloaded. A missing folder or file raises ``FileNotFoundError`` naming the
+folder and the expected files; an unknown ``split`` raises ``ValueError`` naming the allowed ones
+(``SPLITS``).
+
+:func:`register_dataset` adds a dataset by name — its loader, its splits and the augmentation it
+is pretrained with — to :data:`DATASETS`, which :func:`load_dataset`, the experiments' pipeline
+and their configuration checks read; digits, cifar10, cifar100 and stl10 are registered that way.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +28,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gessl.data.augment import cifar_augment, digits_augment
+
 __all__ = [
+    "DATASETS",
+    "DatasetEntry",
     "ImageSet",
+    "available_datasets",
     "class_split",
+    "dataset_entry",
     "load_cifar10",
     "load_cifar100",
     "load_dataset",
     "load_digits",
     "load_stl10",
+    "register_dataset",
+    "unregister_dataset",
 ]
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -39,12 +56,18 @@ SPLITS = {
 }
 #: the label of an image that has none (STL-10's ``unlabeled`` split)
 UNLABELED = -1
+STL_SHAPE = (3, 96, 96)
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images ``[n, C, H, W]`` (float32, [0, 1]) with integer labels ``[n]`` (``UNLABELED`` = −1
-    for an image without a label)."""
+    """Images ``[n, C, H, W]`` stored as uint8 (0..255) with integer labels ``[n]``
+    (``UNLABELED`` = −1 for an image without a label).
+
+    The storage stays uint8 (a quarter of float32); :meth:`as_float` converts the images a caller
+    needs — a batch, on the device the batch goes to — to float32 in [0, 1]. Build a set from
+    float images in [0, 1] with :meth:`from_float`.
+    """
 
     images: Tensor
     labels: Tensor
@@ -56,6 +79,17 @@ class ImageSet:
                 f"images must be [n, C, H, W] with one label each, got "
                 f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}"
             )
+        if self.images.dtype != torch.uint8:
+            raise ValueError(
+                f"images must be uint8 (0..255; ImageSet.from_float converts [0, 1] floats), "
+                f"got {self.images.dtype}"
+            )
+
+    @classmethod
+    def from_float(cls, images: Tensor, labels: Tensor, name: str = "images") -> ImageSet:
+        """Quantise float images in [0, 1] to uint8 (``round(255·x)``, clamped to 0..255)."""
+        q = (images * 255).round_().clamp_(0, 255).to(torch.uint8)
+        return cls(q, labels, name)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -63,6 +97,28 @@ class ImageSet:
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensor storage the set holds (images and labels)."""
+        return sum(t.untyped_storage().nbytes() for t in (self.images, self.labels))
+
+    def as_float(
+        self, index: Tensor | slice | None = None, device: str | torch.device | None = None
+    ) -> Tensor:
+        """Float32 images in [0, 1] (``uint8 / 255``) of ``images[index]`` (all when ``None``):
+        the uint8 block is indexed where it is stored, moved to ``device`` (default: where it
+        is) and converted there."""
+        x = self.images if index is None else self.images[index]
+        return x.to(device).to(torch.float32).div_(255)
+
+    def to(self, device: str | torch.device) -> ImageSet:
+        """The same set stored on ``device`` (still uint8)."""
+        return ImageSet(self.images.to(device), self.labels.to(device), self.name)
 
     def subset(self, mask: Tensor) -> ImageSet:
         return ImageSet(self.images[mask], self.labels[mask], self.name)
@@ -82,28 +138,35 @@ def class_split(
     if missing:
         raise ValueError(f"seen classes {missing} are not in the dataset ({data.classes()})")
     gen = torch.Generator().manual_seed(seed)
+    labels = data.labels.cpu()
     train_idx, test_idx = [], []
     for c in seen:
-        idx = torch.nonzero(data.labels == c).flatten()
+        idx = torch.nonzero(labels == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
         n_test = max(1, round(test_fraction * len(idx)))
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
-    seen_mask = torch.isin(data.labels, torch.tensor(seen))
+    seen_mask = torch.isin(data.labels, torch.tensor(seen, device=data.labels.device))
+    train, test = (torch.cat(i).to(data.labels.device) for i in (train_idx, test_idx))
     return (
-        ImageSet(data.images[torch.cat(train_idx)], data.labels[torch.cat(train_idx)], data.name),
-        ImageSet(data.images[torch.cat(test_idx)], data.labels[torch.cat(test_idx)], data.name),
+        ImageSet(data.images[train], data.labels[train], data.name),
+        ImageSet(data.images[test], data.labels[test], data.name),
         data.subset(~seen_mask),
     )
 
 
 def load_digits() -> ImageSet:
-    """scikit-learn's bundled 8×8 digits: 1797 images, 10 classes, shipped in the wheel."""
+    """scikit-learn's bundled 8×8 digits: 1797 images, 10 classes, shipped in the wheel.
+
+    The pixel values ``v`` = 0..16 are stored as uint8 ``round(255·v/16)`` (ties to even:
+    8 → 128), so :meth:`ImageSet.as_float` gives ``v/16`` to within 0.5/255 (exactly for 0 and
+    16 only; 1..16 map to 16, 32, 48, …, 239, 255).
+    """
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
-    images = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    return ImageSet(images, torch.tensor(d.target, dtype=torch.long), "digits")
+    images = np.rint(d.images * (255 / 16)).astype(np.uint8)[:, None]
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(d.target.astype(np.int64)), "digits")
 
 
 def _folder(root: str | os.PathLike | None, name: str, expected: list[str]) -> Path:
@@ -127,9 +190,9 @@ def _folder(root: str | os.PathLike | None, name: str, expected: list[str]) -> P
     return folder
 
 
-def _check_split(name: str, split: str) -> None:
-    if split not in SPLITS[name]:
-        raise ValueError(f"unknown split {split!r} for {name} (allowed: {', '.join(SPLITS[name])})")
+def _check_split(name: str, split: str, allowed: Sequence[str]) -> None:
+    if split not in allowed:
+        raise ValueError(f"unknown split {split!r} for {name} (allowed: {', '.join(allowed)})")
 
 
 def _unpickle(path: Path) -> dict:
@@ -137,19 +200,15 @@ def _unpickle(path: Path) -> dict:
         return pickle.load(fh, encoding="bytes")
 
 
-def _cifar_images(raw: np.ndarray) -> Tensor:
-    return torch.from_numpy(raw.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
-
-
 def load_cifar10(root: str | os.PathLike | None = None, split: str = "train") -> ImageSet:
     """CIFAR-10 from the python pickle batches (``data_batch_1..5``, ``test_batch``)."""
-    _check_split("cifar10", split)
+    _check_split("cifar10", split, SPLITS["cifar10"])
     folder = _folder(root, "cifar10", CIFAR10_FILES)
     files = CIFAR10_FILES[:5] if split == "train" else ["test_batch"]
     batches = [_unpickle(folder / f) for f in files]
-    images = np.concatenate([b[b"data"] for b in batches])
-    labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
-    return ImageSet(_cifar_images(images), torch.from_numpy(labels.astype(np.int64)), "cifar10")
+    images = np.concatenate([b[b"data"] for b in batches]).reshape(-1, 3, 32, 32)
+    labels = np.concatenate([np.asarray(b[b"labels"], dtype=np.int64) for b in batches])
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), "cifar10")
 
 
 def load_cifar100(
@@ -158,11 +217,19 @@ def load_cifar100(
     """CIFAR-100 from the python pickle files ``train`` and ``test`` (fine or coarse labels)."""
     if label not in ("fine", "coarse"):
         raise ValueError(f"label must be 'fine' or 'coarse', got {label!r}")
-    _check_split("cifar100", split)
+    _check_split("cifar100", split, SPLITS["cifar100"])
     folder = _folder(root, "cifar100", CIFAR100_FILES)
     batch = _unpickle(folder / ("train" if split == "train" else "test"))
     labels = np.asarray(batch[f"{label}_labels".encode()], dtype=np.int64)
-    return ImageSet(_cifar_images(batch[b"data"]), torch.from_numpy(labels), "cifar100")
+    images = np.ascontiguousarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), "cifar100")
+
+
+def _stl_count(path: Path) -> int:
+    size = path.stat().st_size
+    if size % (3 * 96 * 96):
+        raise ValueError(f"{path} is not a whole number of 3×96×96 images")
+    return size // (3 * 96 * 96)
 
 
 def load_stl10(root: str | os.PathLike | None = None, split: str = "train") -> ImageSet:
@@ -172,40 +239,124 @@ def load_stl10(root: str | os.PathLike | None = None, split: str = "train") -> I
     ``split``: ``"train"`` (5,000 labelled), ``"test"`` (8,000), ``"unlabeled"`` (100,000, the
     usual SSL training split; ``unlabeled_X.bin`` only, every label ``UNLABELED``) or
     ``"train+unlabeled"`` (both, the labelled images first). Only the files of the chosen split
-    must be present.
+    must be present. The files are memory-mapped and transposed straight into the one uint8
+    tensor returned (no second copy in memory: 2.8 GB for the unlabeled split).
     """
-    _check_split("stl10", split)
+    _check_split("stl10", split, SPLITS["stl10"])
     parts = split.split("+")
     expected = [f"{p}_{x}.bin" for p in parts for x in ("X", "y") if (p, x) != ("unlabeled", "y")]
     folder = _folder(root, "stl10", expected)
-    images, labels = [], []
-    for part in parts:
-        path = folder / f"{part}_X.bin"
-        raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size % (3 * 96 * 96):
-            raise ValueError(f"{path} is not a whole number of 3×96×96 images")
-        images.append(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2))
+    counts = [_stl_count(folder / f"{part}_X.bin") for part in parts]
+    labels = []
+    for part, n in zip(parts, counts, strict=True):
         if part == "unlabeled":
-            labels.append(np.full(len(images[-1]), UNLABELED, dtype=np.int64))
+            labels.append(np.full(n, UNLABELED, dtype=np.int64))
             continue
         labels.append(np.fromfile(folder / f"{part}_y.bin", dtype=np.uint8).astype(np.int64) - 1)
-        if len(labels[-1]) != len(images[-1]):
-            raise ValueError(f"stl10 {part}: {len(images[-1])} images but {len(labels[-1])} labels")
-    pixels = np.concatenate(images).astype(np.float32) / 255.0
-    return ImageSet(
-        torch.from_numpy(np.ascontiguousarray(pixels)),
-        torch.from_numpy(np.concatenate(labels)),
-        "stl10",
-    )
+        if len(labels[-1]) != n:
+            raise ValueError(f"stl10 {part}: {n} images but {len(labels[-1])} labels")
+    images = torch.empty((sum(counts), *STL_SHAPE), dtype=torch.uint8)
+    out, start = images.numpy(), 0
+    for part, n in zip(parts, counts, strict=True):
+        if n:
+            raw = np.memmap(folder / f"{part}_X.bin", dtype=np.uint8, mode="r")
+            out[start : start + n] = raw.reshape(n, *STL_SHAPE).transpose(0, 1, 3, 2)
+            del raw
+        start += n
+    return ImageSet(images, torch.from_numpy(np.concatenate(labels)), "stl10")
+
+
+# ----------------------------------------------------------------------------- the registry
+Loader = Callable[[str | os.PathLike | None, str | None], ImageSet]
+AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: ``loader(root, split) -> ImageSet``, its ``splits`` and the
+    augmentation ``augment(x, gen)`` it is pretrained with (float images in [0, 1]).
+
+    ``splits`` is either empty — one set without an official split (``loader`` gets
+    ``split=None``; the pipeline splits it by class, stratified 80/20) — or the names of the
+    splits ``loader`` reads, among them ``"train"`` and ``"test"`` (the pipeline pretrains on
+    the first and evaluates on the second).
+    """
+
+    name: str
+    loader: Loader
+    splits: tuple[str, ...]
+    augment: AugmentFn
+
+
+#: the registered datasets by name, in the order they were registered
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def available_datasets() -> list[str]:
+    """The registered dataset names, in registration order."""
+    return list(DATASETS)
+
+
+def register_dataset(
+    name: str, loader: Loader, *, splits: Sequence[str] = ("train", "test"), augment: AugmentFn
+) -> DatasetEntry:
+    """Add a dataset to :data:`DATASETS` under ``name`` (see :class:`DatasetEntry`).
+
+    Raises:
+        ValueError: ``name`` is registered already, or ``splits`` is neither empty nor holds
+            ``"train"`` and ``"test"``.
+    """
+    if name in DATASETS:
+        raise ValueError(
+            f"dataset {name!r} is already registered (registered: {', '.join(DATASETS)})"
+        )
+    splits = tuple(splits)
+    if splits and not {"train", "test"} <= set(splits):
+        raise ValueError(
+            f"splits of {name!r} must be empty (one set, split by class) or include 'train' and "
+            f"'test', got {splits}"
+        )
+    entry = DatasetEntry(name, loader, splits, augment)
+    DATASETS[name] = entry
+    return entry
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    """The registry entry of ``name``; an unknown name raises ``ValueError`` naming the
+    registered ones."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}") from None
+
+
+def unregister_dataset(name: str) -> None:
+    """Remove ``name`` from :data:`DATASETS` (an unknown name raises ``ValueError``)."""
+    dataset_entry(name)
+    del DATASETS[name]
 
 
 def load_dataset(
-    name: str, root: str | os.PathLike | None = None, split: str = "train"
+    name: str, root: str | os.PathLike | None = None, split: str | None = None
 ) -> ImageSet:
-    """``"digits"`` (default, bundled), ``"cifar10"``, ``"cifar100"`` or ``"stl10"``."""
-    if name == "digits":
-        return load_digits()
-    loaders = {"cifar10": load_cifar10, "cifar100": load_cifar100, "stl10": load_stl10}
-    if name not in loaders:
-        raise ValueError(f"unknown dataset {name!r}; available: digits, {', '.join(loaders)}")
-    return loaders[name](root, split)
+    """The registered dataset ``name`` (:func:`available_datasets`: ``"digits"``, bundled;
+    ``"cifar10"``, ``"cifar100"``, ``"stl10"`` from ``root``), split ``split`` (default: its
+    first, ``"train"``; ``None`` for a dataset without splits, such as digits)."""
+    entry = dataset_entry(name)
+    if not entry.splits:
+        if split is not None:
+            raise ValueError(f"{name} has no splits (one set, split by class), got split {split!r}")
+        return entry.loader(root, None)
+    split = entry.splits[0] if split is None else split
+    _check_split(name, split, entry.splits)
+    return entry.loader(root, split)
+
+
+def _digits(root: str | os.PathLike | None, split: str | None) -> ImageSet:
+    return load_digits()
+
+
+register_dataset("digits", _digits, splits=(), augment=digits_augment())
+register_dataset("cifar10", load_cifar10, splits=SPLITS["cifar10"], augment=cifar_augment())
+register_dataset("cifar100", load_cifar100, splits=SPLITS["cifar100"], augment=cifar_augment())
+register_dataset("stl10", load_stl10, splits=SPLITS["stl10"], augment=cifar_augment(blur=True))

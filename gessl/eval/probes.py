@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gessl.data.datasets import ImageSet
+
 __all__ = [
     "FewShotResult",
     "effective_rank",
@@ -26,13 +28,33 @@ __all__ = [
 
 
 @torch.no_grad()
-def features(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 512) -> Tensor:
-    """Apply ``fn`` (e.g. a backbone) to ``images`` in batches, without gradients, as float32.
+def features(
+    fn: Callable[[Tensor], Tensor],
+    images: Tensor | ImageSet,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """Apply ``fn`` (e.g. a backbone) to ``images`` in batches, without gradients; the result is
+    float32 on the CPU (where scikit-learn and the probes read it).
 
-    Backbones with batch-statistics normalisation see batches of ``batch_size``; the default
-    backbones use GroupNorm, which is batch independent.
+    ``images``: a tensor, or an :class:`~gessl.data.ImageSet` (uint8), converted to float in
+    [0, 1] one batch at a time on the device. ``device``: where ``fn`` runs (default: the device
+    of ``fn``'s parameters when it is a module that has any, else the images'). Backbones with
+    batch-statistics normalisation see batches of ``batch_size``; the default backbones use
+    GroupNorm, which is batch independent.
     """
-    out = [fn(images[i : i + batch_size]).float() for i in range(0, len(images), batch_size)]
+    if device is None:
+        first = next(fn.parameters(), None) if isinstance(fn, torch.nn.Module) else None
+        device = first.device if first is not None else images.device
+    device = torch.device(device)
+
+    def batch(i: int) -> Tensor:
+        rows = slice(i, i + batch_size)
+        if isinstance(images, ImageSet):
+            return images.as_float(rows, device=device)
+        return images[rows].to(device)
+
+    out = [fn(batch(i)).float().cpu() for i in range(0, len(images), batch_size)]
     return torch.cat(out)
 
 

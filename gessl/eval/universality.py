@@ -29,11 +29,10 @@ import torch
 from torch import Tensor
 from torch.func import grad, vmap
 
-from gessl.data.synthetic import TaskBatch
 from gessl.losses import no_value_checks
 from gessl.methods.base import Method, Params, resolve_critic
 from gessl.sigma import sigma, sigma_excess
-from gessl.tasks import Critic
+from gessl.tasks import Critic, TaskBatch
 
 __all__ = ["PROVIDERS", "adapt_per_task", "model_log_probs", "universality_report"]
 
@@ -120,13 +119,16 @@ def universality_report(
     :class:`TaskBatch`; support views train the provider, query views are evaluated. ``critic``
     (a name of :data:`gessl.tasks.CRITICS` at ``temperature``, or ``"method"``) defines π.
     Each entry records ``floor_per_task`` = 0: the provider is a member of the model's family.
+    The batches are moved to the method's device; everything runs there.
     """
     if provider not in PROVIDERS:
         raise ValueError(f"provider must be one of {PROVIDERS}, got {provider!r}")
     crit = resolve_critic(method, critic, temperature)
     phi = {k: v.detach() for k, v in method.online_params().items()}
     report: dict[str, dict[str, Any]] = {}
+    device = next(iter(phi.values())).device
     for name, batch in task_sets.items():
+        batch = batch.to(device)
         opt, taken = adapt_per_task(
             method, batch, provider_steps, provider_lr, patience if provider == "trained" else None
         )
@@ -135,7 +137,7 @@ def universality_report(
         # renormalise in float64 (the float32 rows sum to 1 only to ~1e-7)
         lp_model, lp_opt = lp_model.double().log_softmax(-1), lp_opt.double().log_softmax(-1)
         n = batch.n_samples
-        labels = torch.arange(n)
+        labels = torch.arange(n, device=device)
         report[name] = {
             "sigma": float(sigma(lp_model, lp_opt)) / n,
             "sigma_excess": float(sigma_excess(lp_model, lp_opt)) / n,

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gessl.devices import in_float32
+
 __all__ = [
     "LossFn",
     "LossOutput",
@@ -78,7 +80,8 @@ def register_loss(name: str) -> Callable[[LossFn], LossFn]:
                 raise ValueError(
                     f"{name}: unknown option {unknown[0]!r}; valid options are: {valid}"
                 )
-            return fn(*args, **kwargs)
+            # bfloat16/float16 embeddings (autocast forward passes): the loss runs in float32
+            return in_float32(fn, *args, **kwargs)
 
         wrapper.loss_name = name  # type: ignore[attr-defined]
         if name in _REGISTRY:

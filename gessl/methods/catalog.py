@@ -254,7 +254,7 @@ class MoCo(_Momentum):
         )
         size, ptr = self.queue.shape[0], int(self.queue_ptr)
         keys = keys[-size:]
-        idx = (ptr + torch.arange(keys.shape[0])) % size
+        idx = (ptr + torch.arange(keys.shape[0], device=keys.device)) % size
         self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.fill_((ptr + keys.shape[0]) % size)
 

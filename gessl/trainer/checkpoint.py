@@ -137,10 +137,13 @@ def _first_line(text: str) -> str:
 
 
 def rng_states() -> dict[str, Any]:
-    """The global torch, numpy and Python RNG states as tensors and plain numbers."""
+    """The global torch (CPU, and CUDA once initialised), numpy and Python RNG states as tensors
+    and plain numbers."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     version, mt, gauss_next = random.getstate()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     return {
+        "cuda": cuda,
         "torch": torch.get_rng_state(),
         "numpy": {
             "bit_generator": str(name),
@@ -158,8 +161,12 @@ def rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(state: dict[str, Any]) -> None:
-    """Restore the global RNG states saved by :func:`rng_states`."""
+    """Restore the global RNG states saved by :func:`rng_states` (the CUDA ones when this
+    machine has as many CUDA devices as the one that saved them)."""
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda", [])
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
     n = state["numpy"]
     np.random.set_state(
         (

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gessl.devices import PRECISIONS
 from gessl.methods.base import CRITIC_CHOICES
 
 __all__ = ["GeSSLConfig"]
@@ -22,6 +23,7 @@ _CHOICES = {
     "threshold": ("none", "learned"),
     "batching": ("vmap", "loop"),
     "optimizer": ("adam", "sgd"),
+    "precision": PRECISIONS,
 }
 
 
@@ -63,6 +65,10 @@ class GeSSLConfig:
         use_support_in_plain: in ``mode="plain"``, train on support *and* query views (matched
             samples); ``False`` uses the query views only.
         seed: seeds model initialisation (by the caller) and the task sampler.
+        precision: ``"float32"`` or ``"bf16"`` — bfloat16 autocast for the forward passes of
+            the inner steps, the look-ahead, the outer loss and the momentum targets;
+            parameters, gradients, the optimiser, the inner SGD updates and the σ-term's
+            softmax/KL stay float32 (:mod:`gessl.devices`).
     """
 
     mode: str = "gessl"
@@ -85,6 +91,7 @@ class GeSSLConfig:
     batching: str = "vmap"
     use_support_in_plain: bool = True
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.mode not in ("gessl", "plain"):

@@ -11,7 +11,9 @@ Reconstruction of GeSSL v4 (``docs/reconstruction.md``), for one task with suppo
 ``θ_K + (φ − sg(φ))``, so the outer gradient with respect to φ is the gradient at θ_K (FOMAML).
 ``order="second"`` keeps the graph through the K steps (exact hypergradient). For first order
 without a threshold network, :func:`build_first_order_split` gives the same gradients from two
-un-nested passes (the inner loop outside any gradient transform), which is cheaper.
+un-nested passes (the inner loop outside any gradient transform), which is cheaper. With
+``adapt="all"`` the trainer takes :mod:`gessl.trainer.factored` (linear layers in low-rank
+form, the same gradients); these functions are its reference and its fallback.
 With ``threshold="learned"`` (v5 reading) the inner loss is
 ``ℓ_ssl(θ; support) + γ·h(KL_support(π_θ ‖ π_θ̃s) − δ)``, with ``h`` a smooth hinge
 (``softplus`` with sharpness β), ``θ̃s`` = K + λ plain steps from sg(φ) and
@@ -134,15 +136,31 @@ class _Pieces:
         look: Params | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``ℓ(θ; query) + γ·KL(π_θ ‖ π_θ̃)``, the query projections computed once for both."""
+        target = None if look is None else {**_detach(full), **_detach(look)}
+        feats = (fqa, fqb) if self.head_only else (None, None)
+        return self.outer_to(full, task, tq, target, feats, (_d(feats[0]), _d(feats[1])))
+
+    def outer_to(
+        self,
+        full: Params,
+        task: Task,
+        tq: dict[str, Tensor] | None,
+        target: Params | None,
+        feats: tuple[Tensor | None, Tensor | None] = (None, None),
+        target_feats: tuple[Tensor | None, Tensor | None] = (None, None),
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`outer` with the σ-term's target given as a whole parameter dict (used as it
+        is: no gradient flows through π of the target), or ``None`` for no σ-term; ``feats``
+        and ``target_feats`` are the query views' backbone features under ``full`` and
+        ``target`` where already computed (``None``: computed here)."""
         qa, qb = task["qa"], task["qb"]
-        za = self.method.embed(full, qa, fqa if self.head_only else None)
-        zb = self.method.embed(full, qb, fqb if self.head_only else None)
+        za = self.method.embed(full, qa, feats[0])
+        zb = self.method.embed(full, qb, feats[1])
         query = self.method.loss_from_projections(full, za, zb, tq).loss
-        if look is None:
+        if target is None:
             return query, query, torch.zeros_like(query)
-        target = {**_detach(full), **_detach(look)}
         kl_term = self.kl(
-            self.log_pi_of(za, zb), self.log_pi(target, qa, qb, _d(fqa), _d(fqb)).detach()
+            self.log_pi_of(za, zb), self.log_pi(target, qa, qb, *target_feats).detach()
         )
         return query + self.cfg.sigma_weight * kl_term, query, kl_term
 

@@ -26,9 +26,10 @@ from torch import Tensor
 from torch.func import grad, vmap
 from torch.utils._pytree import tree_map
 
-from gessl.data.synthetic import TaskBatch
+from gessl.devices import autocast, check_same_device, enable_tf32, resolve_device
 from gessl.losses import no_value_checks
 from gessl.methods.base import Method
+from gessl.tasks import TaskBatch, TaskSampler
 from gessl.trainer.checkpoint import (
     load_checkpoint,
     rng_states,
@@ -36,6 +37,7 @@ from gessl.trainer.checkpoint import (
     set_rng_states,
 )
 from gessl.trainer.config import GeSSLConfig
+from gessl.trainer.factored import build_factored_path
 from gessl.trainer.objective import ThresholdNet, build_first_order_split, build_objective
 
 __all__ = ["NonFiniteLossError", "StepLog", "Trainer"]
@@ -51,29 +53,42 @@ class Trainer:
     """Train ``method`` with GeSSL (``cfg.mode="gessl"``) or plainly (``"plain"``).
 
     Args:
-        method: a :class:`gessl.methods.Method` (its parameters are φ).
-        sampler: an object with ``sample(n_tasks, n_samples, generator) -> TaskBatch``.
+        method: a :class:`gessl.methods.Method` (its parameters are φ); moved to ``device``.
+        sampler: a :class:`gessl.tasks.TaskSampler` — ``sample(n_tasks, n_samples, generator)
+            -> TaskBatch``; the generator lives on ``device``, so the tasks are drawn there.
         cfg: the options (:class:`GeSSLConfig`).
         n_samples: N, samples per task.
         checkpoint_path: where :meth:`save` writes by default (and :meth:`fit` every
             ``checkpoint_every`` steps).
+        device: where the parameters, the method's state (momentum copies, queues, centers),
+            the task stream and every step live: ``None``/``"auto"`` (CUDA when available —
+            ``cuda:LOCAL_RANK`` under ``torchrun`` — else the CPU), ``"cpu"``, ``"cuda"``,
+            ``"cuda:<i>"`` (:func:`gessl.devices.resolve_device`; a bad value raises a one-line
+            ``ValueError``). Float32 matrix products use TF32 on CUDA.
+
+    A batch passed to :meth:`train_step` must be on ``device``; one elsewhere raises a
+    ``ValueError`` naming both devices.
     """
 
     def __init__(
         self,
         method: Method,
-        sampler: Any,
+        sampler: TaskSampler,
         cfg: GeSSLConfig,
         n_samples: int = 16,
         checkpoint_path: str | None = None,
+        device: str | torch.device | None = None,
     ) -> None:
+        self.device = resolve_device(device)
+        enable_tf32(self.device)
         self.method, self.sampler, self.cfg, self.n_samples = method, sampler, cfg, n_samples
+        self.method.to(self.device)
         self.checkpoint_path = checkpoint_path
         self.step = 0
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.dtype = next(method.parameters()).dtype
         self.threshold_net = (
-            ThresholdNet(cfg.threshold_hidden).to(self.dtype)
+            ThresholdNet(cfg.threshold_hidden).to(self.device, self.dtype)
             if cfg.mode == "gessl" and cfg.threshold == "learned"
             else None
         )
@@ -91,6 +106,9 @@ class Trainer:
             if cfg.mode == "gessl" and cfg.order == "first" and cfg.threshold == "none"
             else None
         )
+        # linear layers in factored form (gessl.trainer.factored) where that applies: the same
+        # gradients as the split/nested objective, without per-task weight copies
+        self.factored = build_factored_path(method, cfg, self.adapt_names)
         self.rank, self.world = (
             (dist.get_rank(), dist.get_world_size())
             if dist.is_available() and dist.is_initialized()
@@ -149,6 +167,13 @@ class Trainer:
         }
         targets = self._targets(batch)
         with no_value_checks():
+            fast = (
+                self.factored.gradients(self._per_task, self._summed_grad, phi_adapt, task, targets)
+                if self.factored is not None
+                else None
+            )
+            if fast is not None:
+                return fast
             if self.split is not None:  # first order, no threshold: two un-nested passes
                 inner, outer = self.split
                 theta, look, support = self._per_task(
@@ -248,18 +273,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ one outer step
     def sample(self) -> TaskBatch:
-        """The next M tasks (identical on every rank)."""
-        return self.sampler.sample(self.cfg.tasks_per_step, self.n_samples, self.generator).to(
-            self.dtype
-        )
+        """The next M tasks (identical on every rank), drawn on the trainer's device."""
+        batch = self.sampler.sample(self.cfg.tasks_per_step, self.n_samples, self.generator)
+        return batch.to(self.device, self.dtype)
 
     def train_step(self, batch: TaskBatch | None = None) -> StepLog:
         """One outer step; raises :class:`NonFiniteLossError` before any update if a term is
         not finite."""
         start = time.perf_counter()
         batch = self.sample() if batch is None else batch
+        self.check_devices(batch)
         local = batch.shard(self.rank, self.world) if self.world > 1 else batch
-        sums, aux = self.task_gradients(local)
+        with autocast(self.device, self.cfg.precision):
+            sums, aux = self.task_gradients(local)
         totals = {k: v.sum() for k, v in aux.items()}
         if self.world > 1:
             for t in [*sums.values(), *totals.values()]:
@@ -287,15 +313,24 @@ class Trainer:
             )
             p.grad = (g / m).to(p.dtype)
         self.optimizer.step()
-        self.method.update_state(
-            batch.query_a,
-            batch.query_b,
-            self.method.targets(batch.query_a, batch.query_b, batched=True),
-        )
+        with autocast(self.device, self.cfg.precision):
+            targets = self.method.targets(batch.query_a, batch.query_b, batched=True)
+        self.method.update_state(batch.query_a, batch.query_b, targets)
         self.step += 1
         log.update(step=float(self.step), seconds=time.perf_counter() - start)
         self.history.append(log)
         return log
+
+    def check_devices(self, batch: TaskBatch) -> None:
+        """Raise ``ValueError`` naming both devices when the batch, the method's parameters or
+        its state are not on the trainer's device (e.g. a method moved after construction)."""
+        where = f"the trainer (device={str(self.device)!r})"
+        check_same_device(self.device, {"the task batch": batch.support_a}, where)
+        check_same_device(
+            self.device,
+            {f"the method's {k}": v for k, v in self.method.state_dict(keep_vars=True).items()},
+            where,
+        )
 
     # ------------------------------------------------------------------ loop, checkpoints
     def fit(
@@ -329,14 +364,24 @@ class Trainer:
             "threshold": self.threshold_net.state_dict() if self.threshold_net else None,
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "generator_device": self.generator.device.type,
             "rng": rng_states(),  # tensors and plain numbers: loads with weights_only=True
             "history": [dict(log) for log in self.history],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.cfg.to_dict():
-            diff = {k for k in state["config"] if state["config"][k] != self.cfg.to_dict().get(k)}
+        # options added since a checkpoint was written take their defaults (e.g. precision)
+        saved = {**GeSSLConfig().to_dict(), **state["config"]}
+        if saved != self.cfg.to_dict():
+            diff = {k for k in saved if saved[k] != self.cfg.to_dict().get(k)}
             raise ValueError(f"checkpoint was written with different options: {sorted(diff)}")
+        drawn_on = state.get("generator_device", "cpu")
+        if drawn_on != self.generator.device.type:
+            raise ValueError(
+                f"checkpoint's task stream was drawn on {drawn_on}, this trainer draws on "
+                f"{self.generator.device.type}: resume with a {drawn_on} device to continue the "
+                "same task stream"
+            )
         self.method.load_state_dict(state["method"])
         if self.threshold_net is not None:
             self.threshold_net.load_state_dict(state["threshold"])

@@ -1,4 +1,4 @@
-"""The task view: logits of the N-way task and the Task container."""
+"""The task view: logits of the N-way task and the TaskBatch container."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from gessl.losses import infonce
-from gessl.tasks import CRITICS, Critic, Task, make_critic, task_labels, task_log_probs, task_logits
+from gessl.tasks import (
+    CRITICS,
+    Critic,
+    TaskBatch,
+    make_critic,
+    task_labels,
+    task_log_probs,
+    task_logits,
+)
 
 f64 = torch.float64
 
@@ -87,13 +95,16 @@ def test_task_logits_errors():
         task_logits(q, torch.randn(3, 4))
 
 
-def test_task_container():
-    views = [torch.randn(4, 2) for _ in range(4)]
-    t = Task(support=(views[0], views[1]), query=(views[2], views[3]))
-    assert t.n_classes == 4 and t.labels.tolist() == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match="same N samples"):
-        Task(support=(views[0], views[1]), query=(views[2], torch.randn(5, 2)))
-    with pytest.raises(ValueError, match="pair"):
-        Task(support=(views[0],), query=(views[2], views[3]))
+def test_task_batch_container():
+    views = [torch.randn(3, 4, 2) for _ in range(4)]
+    t = TaskBatch(*views)
+    assert (t.n_tasks, t.n_samples) == (3, 4) and t.labels.tolist() == [0, 1, 2, 3]
+    assert t.device == torch.device("cpu") and t.views()[2] is views[2]
+    with pytest.raises(ValueError, match="share"):
+        TaskBatch(views[0], views[1], views[2], torch.randn(3, 5, 2))
     with pytest.raises(ValueError, match="N >= 2"):
-        Task(support=(views[0][:1], views[1][:1]), query=(views[2][:1], views[3][:1]))
+        TaskBatch(*(v[:, :1] for v in views))
+    d = t.to(torch.float64)
+    assert d.query_b.dtype == torch.float64 and torch.equal(d.query_b, views[3].double())
+    assert t.to("cpu", torch.float64).support_a.dtype == torch.float64
+    assert [s.n_tasks for s in (t.shard(0, 2), t.shard(1, 2))] == [1, 2]

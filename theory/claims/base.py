@@ -265,12 +265,17 @@ class Claim:
         if self.kind not in KINDS:
             raise ValueError(f"claim {self.id!r}: kind must be one of {KINDS}")
 
-    def check(self, budget: str = "quick", seed: int = 0) -> ClaimResult:
-        """Run the check; the result carries budget, seed and wall-clock seconds."""
+    def check(self, budget: str = "quick", seed: int = 0, device: str | None = None) -> ClaimResult:
+        """Run the check; the result carries budget, seed and wall-clock seconds. Claims that
+        train a model (the GeSSL reproductions) train on ``device`` (``None``/``"auto"``: CUDA
+        when available, else the CPU); closed forms and evaluations run on the CPU."""
         if budget not in BUDGETS:
             raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+        from theory.fair_test import training_device  # (fair_test imports this package)
+
         start = time.perf_counter()
-        result = self.run(budget, seed)
+        with training_device(device):
+            result = self.run(budget, seed)
         result.seconds = time.perf_counter() - start
         result.budget, result.seed = budget, seed
         if result.claim_id not in ("", self.id) or result.kind not in ("", self.kind):

@@ -1,10 +1,18 @@
-"""Batched augmentations: shapes, seeding, identities, and the task sampler."""
+"""Batched augmentations: shapes, seeding, identities, devices, and the task samplers."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from gessl.data import DatasetTasks, cifar_augment, digits_augment, load_digits
+from gessl.data import (
+    DatasetTasks,
+    GaussianLatentTasks,
+    SyntheticImageTasks,
+    cifar_augment,
+    digits_augment,
+    load_digits,
+)
 from gessl.data.augment import (
     color_jitter,
     gaussian_blur,
@@ -42,7 +50,7 @@ def test_identity_cases():
 
 def test_digit_views_stay_close_to_the_image():
     d = load_digits()
-    x = d.images[:200]
+    x = d.as_float(slice(0, 200))
     y = digits_augment()(x, _gen())
     corr = torch.nn.functional.cosine_similarity(x.flatten(1), y.flatten(1))
     other = torch.nn.functional.cosine_similarity(x.flatten(1), y.roll(1, 0).flatten(1))
@@ -57,6 +65,53 @@ def test_dataset_tasks_draw_distinct_images_of_chosen_classes():
     for t in range(3):
         flat = {tuple(v.flatten().tolist()) for v in batch.query_a[t]}
         assert len(flat) >= 19  # distinct images (digits has a few exact duplicates)
-    allowed = d.images[(d.labels == 1) | (d.labels == 2)].flatten(1)
+    allowed = d.as_float((d.labels == 1) | (d.labels == 2)).flatten(1)
     hits = (batch.query_b[0].flatten(1)[:, None, :] == allowed[None]).all(-1).any(-1)
     assert bool(hits.all())
+    assert batch.query_b.dtype == torch.float32 and float(batch.query_b.max()) <= 1.0
+
+
+_VIEWS = ("support_a", "support_b", "query_a", "query_b")
+
+
+def _samplers():
+    d = load_digits()
+    return {
+        "digits": lambda gen: DatasetTasks(d, digits_augment()).sample(2, 6, gen),
+        "digits_classes": lambda gen: DatasetTasks(d, cifar_augment(blur=True)).sample(
+            2, 6, gen, classes=[3, 4]
+        ),
+        "synthetic_images": lambda gen: SyntheticImageTasks(size=16, channels=3).sample(2, 4, gen),
+        "gaussian": lambda gen: GaussianLatentTasks(n_classes=3).sample(2, 4, gen),
+    }
+
+
+@pytest.mark.parametrize("name", list(_samplers()))
+def test_samplers_draw_and_build_everything_on_the_generator_device(name):
+    """With the default device set to "meta", any random number or tensor created without an
+    explicit device would land on meta: every view coming back on the CPU, equal to the views
+    drawn without it, shows that all of them follow ``gen.device``."""
+    sample = _samplers()[name]
+    want = sample(_gen(5))
+    with torch.device("meta"):
+        got = sample(_gen(5))
+    for view in _VIEWS:
+        assert getattr(got, view).device.type == "cpu"
+        assert torch.equal(getattr(got, view), getattr(want, view))
+
+
+def test_augmentations_follow_the_image_device_and_dtype():
+    x = torch.rand(2, 3, 3, 16, 16, generator=_gen(7))
+    want = cifar_augment(blur=True)(x, _gen(1))
+    with torch.device("meta"):  # random numbers on gen.device (the CPU), not the default device
+        assert torch.equal(cifar_augment(blur=True)(x, _gen(1)), want)
+    # images elsewhere than the generator: thetas, kernels and weights are built on x.device
+    meta = torch.empty(4, 3, 16, 16, device="meta")
+    assert cifar_augment(blur=True)(meta, _gen(1)).device.type == "meta"
+    assert digits_augment()(torch.empty(4, 1, 8, 8, device="meta"), _gen(1)).device.type == "meta"
+    assert GaussianLatentTasks().augment(torch.empty(3, 8, device="meta"), _gen()).is_meta
+    assert SyntheticImageTasks().augment(torch.empty(3, 1, 8, 8, device="meta"), _gen()).is_meta
+    x64 = x.double()
+    y64 = cifar_augment(blur=True)(x64, _gen(1))
+    assert y64.dtype == torch.float64  # the same transforms in x's dtype
+    torch.testing.assert_close(y64.float(), want, atol=1e-5, rtol=0)

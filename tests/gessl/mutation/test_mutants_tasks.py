@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gessl.tasks import Task, task_labels, task_log_probs, task_logits
+from gessl.tasks import TaskBatch, task_labels, task_log_probs, task_logits
 
 f64 = torch.float64
 
@@ -44,35 +44,43 @@ def test_labels_follow_the_device():
     meta = torch.device("meta")
     assert task_labels(3, device=meta).device == meta
     assert task_labels(4).tolist() == [0, 1, 2, 3]
-    v = torch.zeros(2, 3, device=meta)
-    t = Task(support=(v, v), query=(v, v))
-    assert t.labels.device == meta and t.labels.shape == (2,)
+    v = torch.zeros(1, 2, 3, device=meta)
+    t = TaskBatch(v, v, v, v)
+    assert t.labels.device == meta and t.labels.shape == (2,) and t.device == meta
+    assert t.to(dtype=torch.float64).query_a.dtype == torch.float64
+    assert TaskBatch(*(torch.zeros(1, 2, 3) for _ in range(4))).to("meta").device == meta
 
 
 def _full(msg: str) -> str:
     return "^" + re.escape(msg) + "$"
 
 
-def test_task_checks_name_the_part_and_the_problem():
-    a = torch.zeros(3, 2)
-    with pytest.raises(ValueError, match=_full("support must be a pair of view tensors, got 1")):
-        Task(support=(a,), query=(a, a))
-    with pytest.raises(ValueError, match=_full("query must be a pair of view tensors, got 3")):
-        Task(support=(a, a), query=(a, a, a))
-    with pytest.raises(ValueError, match=_full("support views must be tensors, got list")):
-        Task(support=(a, [0, 0, 0]), query=(a, a))
-    with pytest.raises(ValueError, match=_full("query views must be tensors, got ndarray")):
-        Task(support=(a, a), query=(a.numpy(), a))
+def test_task_batch_checks_name_the_part_and_the_problem():
+    a = torch.zeros(1, 3, 2)
     with pytest.raises(
-        ValueError,
-        match=_full("support and query views must all hold the same N samples, got sizes [2, 3]"),
+        ValueError, match=_full("support_b must be a tensor [M, N, ...], got a list")
     ):
-        Task(support=(a, a), query=(a, torch.zeros(2, 2)))
-    one = torch.zeros(1, 2)
-    with pytest.raises(ValueError, match=_full("a task needs N >= 2 samples")):
-        Task(support=(one, one), query=(one, one))
-    two = torch.zeros(2, 5)
-    assert Task(support=(two, two), query=(two, two)).n_classes == 2
+        TaskBatch(a, [0, 0, 0], a, a)
+    with pytest.raises(
+        ValueError, match=_full("query_a must be a tensor [M, N, ...], got a tensor of shape (3,)")
+    ):
+        TaskBatch(a, a, torch.zeros(3), a)
+    with pytest.raises(
+        ValueError, match=_full("all views must share [M, N], got [(1, 2), (1, 3)]")
+    ):
+        TaskBatch(a, a, a, torch.zeros(1, 2, 2))
+    with pytest.raises(
+        ValueError, match=_full("a task batch needs M >= 1 tasks of N >= 2 samples, got 1×1")
+    ):
+        TaskBatch(*(torch.zeros(1, 1, 2) for _ in range(4)))
+    with pytest.raises(
+        ValueError, match=_full("a task batch needs M >= 1 tasks of N >= 2 samples, got 0×3")
+    ):
+        TaskBatch(*(torch.zeros(0, 3, 2) for _ in range(4)))
+    meta = torch.zeros(1, 3, 2, device="meta")
+    with pytest.raises(ValueError, match=_full("mixed devices: the views are on cpu and meta")):
+        TaskBatch(a, a, a, meta)
+    assert TaskBatch(a, a, a, a).n_samples == 3
 
 
 @pytest.mark.parametrize("name", ["cosine", "dot", "neg_sq_distance", "two_headed"])

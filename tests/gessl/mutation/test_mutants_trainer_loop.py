@@ -10,6 +10,7 @@ rank, ``all_reduce`` as a sum); the two-process gloo run is ``tests/gessl/traine
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -409,11 +410,17 @@ class _TwoRanks:
                 results[rank] = fn(rank)
             except BaseException as err:
                 errors.append(err)
-            finally:
-                # a rank that is done makes the other's next collective fail at once: the
-                # ranks disagree on the number of collectives (else the test would wait out
-                # the barrier's timeout, and a mutant would only be caught as a timeout)
+                # a rank that failed makes the other's next collective fail at once (else the
+                # test would wait out the barrier's timeout)
                 self._barrier.abort()
+                return
+            # the ranks finish together: a rank done while the other is still inside a
+            # collective (they disagree on the number of collectives) leaves that collective's
+            # second wait without a partner, which breaks at the barrier's timeout. (Aborting
+            # here instead raced: it could break the last collective's barrier before the other
+            # rank had woken from it, failing a correct run.)
+            with contextlib.suppress(threading.BrokenBarrierError):
+                self._barrier.wait()
 
         threads = [threading.Thread(target=body, args=(r,)) for r in range(self.world)]
         for t in threads:

@@ -38,7 +38,7 @@ def test_two_process_gloo_equals_one_process(tmp_path, method):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = torch.load(out, weights_only=False)
-    assert ddp["world"] == 2
+    assert ddp["world"] == 2 and ddp["backend"] == "gloo" and ddp["device"] == "cpu"
     single = build(method)
     single.fit(3, progress=False)
     ref = single.method.state_dict()
