@@ -1,6 +1,6 @@
 """What GeSSL costs: step-time ratios against the plain step and the algorithmic minimum.
 
-    python -m experiments.benchmark                    # quick profile (~4.5 min on 2 CPU cores)
+    python -m experiments.benchmark                    # quick profile (~3.5 min on 2 CPU cores)
     python -m experiments.benchmark with profile=full
     python -m experiments.benchmark with profile=gpu   # ResNet-18, CIFAR-shaped, float32 + bf16
 
