@@ -59,10 +59,24 @@ UNLABELED = -1
 STL_SHAPE = (3, 96, 96)
 
 
+def _narrow(labels: Tensor) -> Tensor:
+    """``labels`` in the narrowest of int8/int16/int32/int64 holding its values (unchanged when
+    it already is; empty and non-integer tensors unchanged)."""
+    if labels.numel() == 0 or labels.is_floating_point() or labels.dtype == torch.bool:
+        return labels
+    lo, hi = int(labels.min()), int(labels.max())
+    for dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
+        info = torch.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return labels if labels.dtype == dtype else labels.to(dtype)
+    return labels
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Images ``[n, C, H, W]`` stored as uint8 (0..255) with integer labels ``[n]``
-    (``UNLABELED`` = −1 for an image without a label).
+    (``UNLABELED`` = −1 for an image without a label), kept in the narrowest integer type that
+    holds them (int8 for up to 127 classes; ``.long()`` where an index is needed).
 
     The storage stays uint8 (a quarter of float32); :meth:`as_float` converts the images a caller
     needs — a batch, on the device the batch goes to — to float32 in [0, 1]. Build a set from
@@ -84,6 +98,9 @@ class ImageSet:
                 f"images must be uint8 (0..255; ImageSet.from_float converts [0, 1] floats), "
                 f"got {self.images.dtype}"
             )
+        # labels in the narrowest signed integer type that holds them (int8 for up to 127
+        # classes and UNLABELED): 8×8 digits would otherwise carry 8 label bytes per 64 pixels
+        object.__setattr__(self, "labels", _narrow(self.labels))
 
     @classmethod
     def from_float(cls, images: Tensor, labels: Tensor, name: str = "images") -> ImageSet:

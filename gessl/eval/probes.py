@@ -99,7 +99,7 @@ def knn_accuracy(
     sim, idx = (a @ b.T).topk(k, dim=1)
     n_cls = int(max(train_y.max(), test_y.max())) + 1
     votes = torch.zeros(len(test_x), n_cls)
-    votes.scatter_add_(1, train_y[idx], torch.exp(sim / temperature))
+    votes.scatter_add_(1, train_y.long()[idx], torch.exp(sim / temperature))
     acc = float((votes.argmax(1) == test_y).float().mean())
     return {"accuracy": acc, "k": k, "temperature": temperature}
 

@@ -202,24 +202,20 @@ def test_digits_are_quantised_to_uint8_within_half_a_level():
     assert torch.equal(d.as_float()[exact == 1], exact[exact == 1])
 
 
-def _uint8_and_labels(data: ImageSet) -> int:
-    """The bytes of the set at its least: one byte per pixel, int64 labels."""
-    return data.images.numel() + 8 * len(data)
-
-
 def test_an_image_set_takes_its_uint8_size_in_memory(tmp_path):
-    """Storage bytes of images + labels ≤ 1.1× the uint8 pixels plus int64 labels (float32
-    storage took 4× the pixels): no float copy and no view into a larger buffer."""
+    """Storage bytes of images + labels ≤ 1.1× the uint8 pixels (float32 storage took 4×): no
+    float copy, no view into a larger buffer, labels in one byte (int8) each."""
     d = load_digits()
-    assert d.nbytes <= 1.1 * _uint8_and_labels(d)
-    assert d.nbytes == 1797 * 64 + 1797 * 8  # 115,008 pixel bytes and 14,376 label bytes
+    assert d.nbytes <= 1.1 * d.images.numel()
+    assert d.nbytes == 1797 * 64 + 1797  # 115,008 pixel bytes and 1,797 label bytes: 1.016×
+    assert d.labels.dtype == torch.int8
     parts = class_split(d, list(range(7)), seed=0)
     assert sum(p.nbytes for p in parts) == d.nbytes  # the splits partition it, nothing more
     _write_cifar10(tmp_path, per_batch=2000)  # a CIFAR-shaped set of 10,000 × 3×32×32
     cifar = load_cifar10(tmp_path, "train")
     assert cifar.images.shape == (10_000, 3, 32, 32)
-    assert cifar.nbytes <= 1.1 * cifar.images.numel()  # labels are 0.26% of the pixels here
-    assert cifar.nbytes <= 1.1 * _uint8_and_labels(cifar)
+    assert cifar.nbytes <= 1.1 * cifar.images.numel()  # labels: 1 byte per 3,072 pixels
+    assert cifar.nbytes == 10_000 * (3 * 32 * 32 + 1)
     assert cifar.as_float(slice(0, 3)).dtype == torch.float32  # floats only for what is asked
 
 
@@ -290,3 +286,17 @@ def test_register_and_unregister_a_dataset(tmp_path):
     with pytest.raises(ValueError, match=r"must be empty .* include 'train' and 'test'"):
         register_dataset("toy", toy, splits=("train",), augment=cifar_augment())
     assert "toy" not in DATASETS
+
+
+def test_labels_are_kept_in_the_narrowest_integer_type():
+    img = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
+    for values, dtype in (
+        ([0, 5, 9], torch.int8),
+        ([-1, 0, 127], torch.int8),
+        ([0, 1, 300], torch.int16),
+        ([0, 1, 70_000], torch.int32),
+        ([0, 1, 2**40], torch.int64),
+    ):
+        s = ImageSet(img, torch.tensor(values))
+        assert s.labels.dtype == dtype and s.labels.tolist() == values
+    assert ImageSet(img[:0], torch.zeros(0, dtype=torch.long)).labels.dtype == torch.long
