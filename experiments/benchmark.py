@@ -522,7 +522,8 @@ def _check(config: dict[str, Any]) -> None:
     check_choice("profile", config["profile"], PROFILES)
     check_int("threads", config["threads"], 1)
     check_choice("device", config["device"], DEVICES)
-    check_choice("precision", config["precision"], PRECISIONS)
+    # precision, and a cuda device without CUDA, are refused by the shared checks
+    # (experiments.validation) before this runs
     if config["profile"] == "gpu":
         if not torch.cuda.is_available():
             raise UsageError(NO_CUDA)
@@ -533,8 +534,6 @@ def _check(config: dict[str, Any]) -> None:
                 f"precision: profile=gpu times float32 and bf16 itself, got "
                 f"{config['precision']!r} (allowed: float32, the default)"
             )
-    elif config["device"] == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device: 'cuda' needs a CUDA device; torch.cuda.is_available() is False")
 
 
 PEER_MISSING = "skipped: `higher` is not importable (pip install -e '.[peers]')"

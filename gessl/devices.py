@@ -26,7 +26,6 @@ __all__ = [
     "DEVICE_KINDS",
     "PRECISIONS",
     "autocast",
-    "check_device",
     "check_precision",
     "check_same_device",
     "distributed_backend",
@@ -88,12 +87,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             "device='cpu' or 'auto'"
         )
     return dev
-
-
-def check_device(device: object) -> None:
-    """Validate a ``device`` option without keeping the result (raises like
-    :func:`resolve_device`)."""
-    resolve_device(device)  # type: ignore[arg-type]
 
 
 def check_precision(precision: object) -> None:

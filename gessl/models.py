@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from gessl.devices import is_low_precision
+
 __all__ = [
     "ACTIVATIONS",
     "BACKBONES",
@@ -109,7 +111,7 @@ class _Float32Norm:
     what mixed-precision training keeps for normalisation."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float() if x.dtype in (torch.bfloat16, torch.float16) else x)  # type: ignore[misc]
+        return super().forward(x.float() if is_low_precision(x) else x)  # type: ignore[misc]
 
 
 class BatchNorm1d(_Float32Norm, nn.BatchNorm1d):
