@@ -44,7 +44,7 @@ from gessl.losses import no_value_checks
 from gessl.methods import Method, build_method
 from gessl.methods.base import resolve_critic
 from gessl.models import MLP, ResNet18, SmallCNN
-from gessl.sigma import kl_rows, sigma_from_logits
+from gessl.sigma import kl_in_direction, sigma_from_logits
 from gessl.tasks import TaskBatch
 from gessl.trainer import GeSSLConfig, Trainer
 
@@ -195,9 +195,7 @@ class HigherPeer:
         return self.method.loss_from_projections({}, za, zb, None).loss
 
     def _kl(self, lp_model: Tensor, lp_target: Tensor) -> Tensor:
-        if self.cfg.kl_direction == "model_target":
-            return kl_rows(lp_model, lp_target).mean()
-        return kl_rows(lp_target, lp_model).mean()
+        return kl_in_direction(lp_model, lp_target, self.cfg.kl_direction).mean()
 
     def _lookahead(self, fnet: Any, theta: list[Tensor], sa: Tensor, sb: Tensor) -> list[Tensor]:
         """λ plain SGD steps on the support views from sg(θ_K), no graph kept."""

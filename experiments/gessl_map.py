@@ -31,7 +31,7 @@ from experiments.parallel import default_jobs, in_workers, reseed
 from experiments.tracking import main_entry, make_experiment
 from experiments.validation import UsageError, check_choice, check_choices, check_int, validates
 from gessl.progress import progress
-from theory.map_grid import BASE, PROFILES, assemble, cells, map_id, plan, shard_of
+from theory.map_grid import KNOBS, PROFILES, assemble, cells, map_id, plan, shard_of
 
 ex = make_experiment("gessl_map")
 
@@ -93,32 +93,41 @@ def make_spec(
         "floor_tasks": p["floor_tasks"],
         "tasks_per_step": 16,
         "n_samples": 16,
-        "base": dict(BASE),
+        "base": base_setting(),
     }
+
+
+def base_setting() -> dict[str, Any]:
+    """The setting every knob is varied around: the reproduction claims' (the fair test's GeSSL
+    options, :data:`theory.fair_test.FAIR_SETTING` on :class:`gessl.trainer.GeSSLConfig`'s
+    defaults, and its critic), read from there."""
+    from theory.fair_test import FairTest
+
+    test = FairTest()
+    g = test.gessl_config.to_dict()
+    return {k: (test.critic if k == "critic" else g[k]) for k in KNOBS}
 
 
 def _fair(spec: dict[str, Any], family: str, options: dict[str, Any]) -> Any:
     from theory.fair_test import FairTest
-    from theory.task_families import make_family
 
-    opts = dict(options)
-    if opts.get("hidden") == "2dim":
-        opts["hidden"] = 2 * make_family(family).dim
+    model_keys = ("critic", "temperature", "encoder_depth")
+    gessl = {k: v for k, v in options.items() if k not in model_keys}
+    gessl.update(outer_lr=spec["outer_lr"], tasks_per_step=spec["tasks_per_step"])
     return FairTest(
         family=family,
         steps=spec["steps"],
-        outer_lr=spec["outer_lr"],
         eval_tasks=spec["eval_tasks"],
-        tasks_per_step=spec["tasks_per_step"],
         n_samples=spec["n_samples"],
-        **opts,
+        gessl=gessl,
+        **{k: options[k] for k in model_keys if k in options},
     )
 
 
 def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> dict[str, Any]:
     """One job of :func:`theory.map_grid.plan`: a training run and its evaluations, or a floor
     fit (shared and per task, both KL directions)."""
-    from theory.fair_test import build_model, eval_tasks, evaluate, fit_floors, train
+    from theory.fair_test import build_model, eval_tasks, evaluate, fit_floors, train_many
 
     start = time.perf_counter()
     test = _fair(spec, job["family"], job["options"])
@@ -134,28 +143,38 @@ def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> 
             "floors": {k: f.to_dict() for k, f in floors.items()},
             "seconds": time.perf_counter() - start,
         }
-    reseed(job["seed"])
-    trained = train(test, job["mode"], job["seed"], device=device)
-    metrics = {}
-    if not trained.diverged or "blew up" in trained.diverged:  # a blown-up model is measured
-        batch, params = eval_tasks(test, job["seed"])
-        for name, ev in job["evals"].items():
-            t = test.with_options(adapt=ev["adapt"], kl_direction=ev["kl_direction"])
-            metrics[name] = evaluate(
-                t,
-                trained.method,
-                batch,
-                params,
-                ev["test_steps"],
-                ev["test_lr"],
-                ev["lookahead_steps"],
-            )
+    reseed(job["seeds"][0])
+    runs = {}
+    for seed, trained in zip(
+        job["seeds"], train_many(test, job["mode"], job["seeds"], device=device)
+    ):
+        metrics = {}
+        if not trained.diverged or "blew up" in trained.diverged:  # a blown-up model is measured
+            batch, params = eval_tasks(test, seed)
+            for name, ev in job["evals"].items():
+                t = test.with_options(adapt=ev["adapt"], kl_direction=ev["kl_direction"])
+                metrics[name] = evaluate(
+                    t,
+                    trained.method,
+                    batch,
+                    params,
+                    ev["test_steps"],
+                    ev["test_lr"],
+                    ev["lookahead_steps"],
+                )
+        runs[str(seed)] = {
+            "diverged": trained.diverged,
+            "metrics": metrics,
+            "train_seconds": trained.seconds,
+            "path": trained.path,
+        }
     return {
         "kind": "train",
         "key": job["key"],
-        "diverged": trained.diverged,
-        "metrics": metrics,
-        "train_seconds": trained.seconds,
+        "family": job["family"],
+        "mode": job["mode"],
+        "options": job["options"],
+        "runs": runs,
         "seconds": time.perf_counter() - start,
     }
 

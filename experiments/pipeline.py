@@ -32,6 +32,7 @@ from gessl.trainer import GeSSLConfig, Trainer
 
 __all__ = [
     "DEFAULT_GESSL",
+    "MEASURING_CRITIC",
     "Splits",
     "build_model",
     "evaluate",
@@ -40,14 +41,12 @@ __all__ = [
     "train",
 ]
 
-#: the GeSSL options every training experiment starts from (our reconstruction's defaults)
-DEFAULT_GESSL = {
-    "inner_steps": 1,
-    "inner_lr": 0.05,
-    "lookahead_steps": 1,
-    "sigma_weight": 1.0,
-    "sigma_temperature": 0.1,
-}
+#: the GeSSL options every training experiment starts from: GeSSLConfig's defaults (written
+#: there once; our reconstruction's, docs/training.md)
+DEFAULT_GESSL = GeSSLConfig().algorithm()
+#: the measuring critic of every σ report, by default: cosine at τ = 0.1
+#: (``evaluation.sigma_critic`` and ``evaluation.sigma_temperature`` in every experiment)
+MEASURING_CRITIC = {"sigma_critic": "cosine", "sigma_temperature": 0.1}
 
 
 @dataclass(frozen=True)
@@ -187,8 +186,8 @@ def evaluate(
     few_shot_episodes: int = 300,
     report_tasks: int = 8,
     report_samples: int = 32,
-    report_temperature: float = 0.1,
-    report_critic: str = "cosine",
+    sigma_critic: str = MEASURING_CRITIC["sigma_critic"],
+    sigma_temperature: float = MEASURING_CRITIC["sigma_temperature"],
     provider: str = "trained",
     provider_steps: int = 100,
 ) -> dict[str, Any]:
@@ -196,7 +195,10 @@ def evaluate(
     the method's device; features go to the CPU for the scikit-learn probes.
 
     ``few_shot_way`` is an upper limit: with fewer held-out classes the episodes use all of them
-    (the way run is recorded as ``few_shot["n_way"]``)."""
+    (the way run is recorded as ``few_shot["n_way"]``). ``sigma_critic`` and
+    ``sigma_temperature`` define the task classifier π whose σ the report measures: the measuring
+    critic, named as the σ-term's (``GeSSLConfig.sigma_critic``), but chosen here, apart from
+    training."""
     method.eval()
     bb = method.backbone
     phases = progress(total=5, desc="evaluation", unit="phase")  # on a terminal only
@@ -250,8 +252,8 @@ def evaluate(
         method,
         sets,
         provider=provider,
-        temperature=report_temperature,
-        critic=report_critic,
+        temperature=sigma_temperature,
+        critic=sigma_critic,
         provider_steps=provider_steps,
     )
     phases.update(1)

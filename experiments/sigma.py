@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from experiments.pipeline import DEFAULT_GESSL, build_model, prepare_data
+from experiments.pipeline import DEFAULT_GESSL, MEASURING_CRITIC, build_model, prepare_data
 from experiments.tracking import main_entry, make_experiment
 from experiments.validation import UsageError, check_int, validates
 from gessl.data import DatasetTasks
@@ -40,6 +40,9 @@ def config() -> None:
     n_samples = 32
     outer_lr = 1e-3
     report_tasks = 6  # held-out tasks per σ measurement
+    # the measuring critic of σ (the same key as in pretrain, study and ablation); training's
+    # σ-term critic is gessl.sigma_critic
+    evaluation = dict(MEASURING_CRITIC)
     provider_steps = 60  # steps of the reference model that provides the optimal task models
     seed = 0
     device = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>"
@@ -72,6 +75,7 @@ def main(
     n_samples: int,
     outer_lr: float,
     report_tasks: int,
+    evaluation: dict,
     provider_steps: int,
     seed: int,
     device: str,
@@ -88,6 +92,7 @@ def main(
             ("held_out", splits.held_out),
         )
     }
+    measure = {**MEASURING_CRITIC, **evaluation}
     trainers = {}
     for mode in ("plain", "gessl"):
         model = build_model(method, encoder, width, proj_dims, splits.input_shape, seed)
@@ -115,8 +120,8 @@ def main(
             rep = universality_report(
                 tr.method,
                 eval_sets,
-                temperature=gessl.get("sigma_temperature", 0.1),
-                critic=gessl.get("sigma_critic", "cosine"),  # π as in the σ-term
+                temperature=measure["sigma_temperature"],
+                critic=measure["sigma_critic"],  # the measuring critic (one key everywhere)
                 provider_steps=provider_steps,
             )
             for split, r in rep.items():

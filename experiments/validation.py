@@ -150,10 +150,27 @@ def _evaluation_keys() -> dict[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if k not in ("method", "splits", "seed")}
 
 
+#: keys renamed since an earlier release: refused with the new name (one vocabulary)
+RENAMED = {
+    "evaluation.report_critic": "evaluation.sigma_critic",
+    "evaluation.report_temperature": "evaluation.sigma_temperature",
+}
+
+
+def check_renamed(key: str, mapping: Any) -> None:
+    """A key of ``mapping`` (the value of ``key``) that was renamed: one line with the new name."""
+    if isinstance(mapping, Mapping):
+        for k in mapping:
+            old = f"{key}.{k}"
+            if old in RENAMED:
+                raise UsageError(f"{old} was renamed: use {RENAMED[old]}")
+
+
 def check_evaluation(key: str, options: Any) -> None:
     from gessl.eval import PROVIDERS
     from gessl.tasks import CRITICS
 
+    check_renamed(key, options)
     check_keys(key, options, _evaluation_keys())
     at_least = {
         "knn_k": 1,
@@ -167,12 +184,12 @@ def check_evaluation(key: str, options: Any) -> None:
     for k, v in options.items():
         if k in at_least:
             check_int(f"{key}.{k}", v, at_least[k])
-        elif k in ("knn_temperature", "report_temperature"):
+        elif k in ("knn_temperature", "sigma_temperature"):
             check_number(f"{key}.{k}", v, gt=0)
         elif k == "provider":
             check_choice(f"{key}.provider", v, PROVIDERS)
-        elif k == "report_critic":
-            check_choice(f"{key}.report_critic", v, [*CRITICS, "method"])
+        elif k == "sigma_critic":
+            check_choice(f"{key}.sigma_critic", v, [*CRITICS, "method"])
 
 
 def check_device_key(key: str, value: Any) -> None:

@@ -3,12 +3,18 @@
 Normalisation inside anything the GeSSL inner loop differentiates must not keep running
 statistics (they cannot be updated under ``torch.func.vmap`` and would leak across tasks), so the
 CNN uses GroupNorm and projector BatchNorm layers have ``track_running_stats=False``.
+
+A module class that sets ``rowwise = True`` in its own body declares that its ``forward`` treats
+every sample (row) on its own: it only composes its children with elementwise operations, or
+(a leaf) maps each row alone. GeSSL's fast path (:mod:`gessl.adapt`) sends both views of a pair
+through such a backbone in one call; a subclass must declare it again (its forward may differ).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +51,8 @@ class Flatten(nn.Module):
     """The identity backbone on flattened input (no parameters): with a one-layer projector the
     method is a *linear* (affine) encoder, whose best member can be fitted exactly."""
 
+    rowwise: ClassVar[bool] = True  # each row on its own (module docstring)
+
     def __init__(self, in_dim: int) -> None:
         super().__init__()
         if in_dim < 1:
@@ -61,6 +69,8 @@ class MLP(nn.Module):
     ``activation="tanh"`` gives a smooth network (finite-difference gradient checks);
     ``activation="identity"`` a linear (affine) one.
     """
+
+    rowwise: ClassVar[bool] = True  # each row on its own (module docstring)
 
     def __init__(
         self, in_dim: int, width: int = 64, depth: int = 2, activation: str = "relu"
@@ -82,6 +92,8 @@ class MLP(nn.Module):
 
 class SmallCNN(nn.Module):
     """Two conv blocks (3×3 conv → GroupNorm → ReLU → 2×2 pool) and global average pooling."""
+
+    rowwise: ClassVar[bool] = True  # each row on its own (module docstring)
 
     def __init__(self, in_channels: int = 1, width: int = 16, groups: int = 4) -> None:
         super().__init__()
@@ -131,6 +143,8 @@ def _norm(kind: str, channels: int) -> nn.Module:
 
 
 class _BasicBlock(nn.Module):
+    rowwise: ClassVar[bool] = True  # each row on its own (module docstring)
+
     def __init__(self, cin: int, cout: int, stride: int, norm: str) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -154,6 +168,8 @@ class ResNet18(nn.Module):
     blocks), four stages of two basic blocks with
     widths ``w, 2w, 4w, 8w`` (``w = 64`` is the standard network; smaller widths for CPUs), global
     average pooling. ``norm="group"`` (default) or ``"batch"`` without running statistics."""
+
+    rowwise: ClassVar[bool] = True  # each row on its own (module docstring)
 
     def __init__(self, in_channels: int = 3, width: int = 64, norm: str = "group") -> None:
         super().__init__()

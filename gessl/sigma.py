@@ -19,7 +19,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["kl_rows", "sigma", "sigma_excess", "sigma_from_logits"]
+__all__ = [
+    "DIRECTIONS",
+    "check_direction",
+    "kl_in_direction",
+    "kl_rows",
+    "sigma",
+    "sigma_excess",
+    "sigma_from_logits",
+    "upgrade_direction",
+]
+
+#: the two KL directions, named after the two measures (one vocabulary everywhere: GeSSL's
+#: σ-term, the fair test, the floors, the records): ``"sigma"`` = KL(π_model ‖ π_target), the
+#: paper's direction; ``"sigma_excess"`` = KL(π_target ‖ π_model)
+DIRECTIONS = ("sigma", "sigma_excess")
+#: names this project used before, refused with the new name
+_OLD_DIRECTIONS = {"model_target": "sigma", "target_model": "sigma_excess"}
 
 _NORM_TOL = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
@@ -53,6 +69,35 @@ def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
     p = log_p.exp()
     diff = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
     return (p * diff).sum(dim=-1)
+
+
+def check_direction(direction: object, argument: str = "kl_direction") -> str:
+    """``direction`` if it is one of :data:`DIRECTIONS`, else a one-line ``ValueError`` naming
+    ``argument`` (and the new name, for a name of the old vocabulary)."""
+    if direction in DIRECTIONS:
+        return str(direction)
+    if direction in _OLD_DIRECTIONS:
+        raise ValueError(
+            f"{argument}={direction!r} was renamed: use {_OLD_DIRECTIONS[direction]!r} "
+            f"(one of {DIRECTIONS})"
+        )
+    raise ValueError(f"{argument} must be one of {DIRECTIONS}, got {direction!r}")
+
+
+def upgrade_direction(direction: str) -> str:
+    """The current name of a direction read from an older record or checkpoint."""
+    return _OLD_DIRECTIONS.get(direction, direction)
+
+
+def kl_in_direction(log_p_model: Tensor, log_p_target: Tensor, direction: str) -> Tensor:
+    """Row-wise KL between a model's and a target's task classifiers in ``direction``:
+    ``"sigma"`` → KL(π_model ‖ π_target), ``"sigma_excess"`` → KL(π_target ‖ π_model)."""
+    if direction == "sigma":
+        return kl_rows(log_p_model, log_p_target)
+    if direction == "sigma_excess":
+        return kl_rows(log_p_target, log_p_model)
+    check_direction(direction, "direction")
+    raise AssertionError  # unreachable: check_direction raised
 
 
 def _reduce(per_query: Tensor) -> Tensor:

@@ -44,6 +44,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils import _pytree as pytree
 
 from gessl.devices import in_float32
 
@@ -238,6 +239,16 @@ class TaskBatch:
         lo, hi = rank * m // world, (rank + 1) * m // world
         return TaskBatch(*(v[lo:hi] for v in self.views()))
 
+    @classmethod
+    def of_views(cls, views: tuple[Tensor, ...] | list[Tensor]) -> TaskBatch:
+        """A batch from its four views *without* the ``[M, N, ...]`` checks: what ``vmap`` and
+        other pytree transforms build when they slice or stack a batch (inside ``vmap`` over
+        tasks each view is one task's ``[N, ...]``; stacked over seeds, ``[S, M, N, ...]``)."""
+        batch = object.__new__(cls)
+        for f, v in zip(fields(cls), views):
+            object.__setattr__(batch, f.name, v)
+        return batch
+
     def to(
         self,
         device: str | torch.device | torch.dtype | None = None,
@@ -248,6 +259,15 @@ class TaskBatch:
         if isinstance(device, torch.dtype):
             device, dtype = None, device
         return TaskBatch(*(v.to(device=device, dtype=dtype) for v in self.views()))
+
+
+# a pytree node: torch.func.vmap slices a batch along its tasks (or seeds), tree_map stacks them
+pytree.register_pytree_node(
+    TaskBatch,
+    lambda b: (list(b.views()), None),
+    lambda views, _: TaskBatch.of_views(views),
+    serialized_type_name="gessl.tasks.TaskBatch",
+)
 
 
 def _describe(v: object) -> str:

@@ -11,35 +11,52 @@ family's floor on the same tasks, in the same KL direction (``docs/reproduction.
   (the model after adaptation). A family that contains every task's Bayes critic has per-task
   floor 0 (to optimiser tolerance); one that does not, e.g. a cosine critic, has a floor > 0.
 
+* ``reachable`` (:func:`fit_reachable_floor`) — one set of parameters φ, each task then adapted
+  by the same K SGD steps of size α on its support views that the measured models take: the floor
+  of σ *after that adaptation*. It is what a σ after K steps can be compared with; the per-task
+  floor is the floor of unlimited adaptation.
+
 **Optimiser.** L-BFGS (``torch.optim.LBFGS``, strong-Wolfe line search, history 20) in float64
 on the σ of the chosen direction, summed over tasks (per-task fits are independent but solved as
 one problem), started from the given parameters. It runs in rounds of up to 100 iterations until
 the largest absolute gradient entry is ≤ ``grad_tol`` (``1e-6``), or the value is ≤
 ``value_tol`` per query (``1e-6``: the floor is 0 to optimiser tolerance), or ``max_iter``
-iterations are spent, or a round improves the value by less than 1e-12 relative. **Convergence
-check:** ``converged`` is true when one of the first two held; otherwise the value is an upper
-estimate of the floor (the fit is non-convex in general and is always an upper estimate of the
-family's true minimum).
+iterations are spent, or a round improves the value by less than 1e-12 relative. A shared or
+reachable fit that has not met the gradient test by then is polished by a trust-region Newton
+method with the exact Hessian (SciPy's ``trust-exact``, Conn, Gould & Toint 2000, ch. 7; the
+Hessian by ``torch.func.jacrev`` of the gradient, up to ``polish_iter`` iterations): these families have
+nearly flat directions (symmetries of the critic) along which L-BFGS crawls. **Convergence
+check:** ``converged`` is true when the gradient or the value test held; otherwise the value is
+an upper estimate of the floor (the fit is non-convex in general and is always an upper estimate
+of the family's true minimum).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
+from scipy.optimize import minimize
 from torch import Tensor
 from torch.func import vmap
 
+from gessl.adapt import adapt_tasks
 from gessl.methods.base import Method, Params
-from gessl.sigma import kl_rows
-from gessl.tasks import Critic
+from gessl.sigma import DIRECTIONS, check_direction, kl_in_direction
+from gessl.tasks import Critic, TaskBatch
 
-__all__ = ["DIRECTIONS", "Floor", "fit_floor", "linear_critic_floor"]
-
-#: ``"sigma"`` = KL(π_model ‖ π*) (the paper's direction), ``"sigma_excess"`` = KL(π* ‖ π_model)
-DIRECTIONS = ("sigma", "sigma_excess")
+__all__ = [
+    "DIRECTIONS",
+    "Floor",
+    "fit_floor",
+    "fit_reachable_floor",
+    "linear_critic_floor",
+    "minimize_tasks",
+]
 
 
 @dataclass
@@ -79,6 +96,7 @@ def fit_floor(
     max_iter: int = 600,
     grad_tol: float = 1e-6,
     value_tol: float = 1e-6,
+    polish_iter: int = 200,
 ) -> Floor:
     """Fit the family's best member against the optimal posterior and return its σ per query.
 
@@ -91,30 +109,90 @@ def fit_floor(
         kind: ``"shared"`` (one fit for all tasks) or ``"per_task"``.
         init: starting parameters (default: the method's current ones); for a per-task fit,
             shared parameters (e.g. a shared fit's) copied to every task.
-        max_iter, grad_tol, value_tol: the stopping rules of the module docstring.
+        max_iter, grad_tol, value_tol, polish_iter: the stopping rules of the module docstring.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    check_direction(direction, "direction")
     if kind not in ("shared", "per_task"):
         raise ValueError(f"kind must be 'shared' or 'per_task', got {kind!r}")
     a, b = (v.to(torch.float64) for v in views)
     lp = log_p_opt.to(torch.float64)
     t, n = a.shape[0], a.shape[1]
+    # functional calls take the float64 parameters given; the module itself is not touched
+    embed = vmap(method.embed, in_dims=(0 if kind == "per_task" else None, 0))
+
+    def per_task_sigma(p: Params) -> Tensor:
+        lf = critic.log_probs(embed(p, a), embed(p, b))
+        return kl_in_direction(lf, lp, direction).sum(-1) / n  # [T]: σ per query of each task
+
     start = init if init is not None else method.online_params()
+    fit = minimize_tasks(
+        per_task_sigma, start, t, kind, max_iter, grad_tol, value_tol, polish_iter
+    )
+    return Floor(direction=direction, kind=kind, tasks=t, **fit)
+
+
+def fit_reachable_floor(
+    method: Method,
+    critic: Critic,
+    batch: TaskBatch,
+    log_p_opt: Tensor,
+    steps: int,
+    lr: float,
+    direction: str = "sigma",
+    names: list[str] | None = None,
+    init: Params | None = None,
+    max_iter: int = 600,
+    grad_tol: float = 1e-6,
+    value_tol: float = 1e-6,
+    polish_iter: int = 200,
+) -> Floor:
+    """The floor of σ after a K-step adaptation: ``min_φ mean_tasks σ(θ_K(φ))`` with
+    ``θ_K(φ)`` the ``steps`` SGD steps of size ``lr`` on each task's support views
+    (:func:`gessl.adapt.adapt_tasks`, the measured models' adaptation; only ``names`` move) and
+    σ on its query views against ``log_p_opt``. Fitted through the inner steps with the
+    optimiser of the module docstring, from ``init`` (default: the method's parameters).
+    """
+    check_direction(direction, "direction")
+    qa, qb = batch.query_a.to(torch.float64), batch.query_b.to(torch.float64)
+    batch = batch.to(torch.float64)
+    lp = log_p_opt.to(torch.float64)
+    t, n = qa.shape[0], qa.shape[1]
+    embed = vmap(method.embed, in_dims=(0, 0))
+
+    def per_task_sigma(phi: Params) -> Tensor:
+        adapted, _ = adapt_tasks(
+            method, batch, steps, lr, start=phi, names=names, differentiable=True
+        )
+        lf = critic.log_probs(embed(adapted, qa), embed(adapted, qb))
+        return kl_in_direction(lf, lp, direction).sum(-1) / n
+
+    start = init if init is not None else method.online_params()
+    fit = minimize_tasks(
+        per_task_sigma, start, t, "shared", max_iter, grad_tol, value_tol, polish_iter
+    )
+    return Floor(direction=direction, kind=f"reachable(K={steps}, α={lr:g})", tasks=t, **fit)
+
+
+def minimize_tasks(
+    per_task_value: Callable[[Params], Tensor],
+    start: Params,
+    tasks: int,
+    kind: str,
+    max_iter: int,
+    grad_tol: float,
+    value_tol: float,
+    polish_iter: int,
+) -> dict[str, Any]:
+    """Minimise the mean over tasks of ``per_task_value(params)`` (``[T]``) over shared
+    parameters (``kind="shared"``) or each task's own (``"per_task"``: leading dim T), from
+    ``start``; the optimiser and stopping rules of the module docstring. Returns the fields of
+    a :class:`Floor` but its direction, kind and task count."""
+    t = tasks
     base = {k: v.detach().to(torch.float64) for k, v in start.items()}
     if kind == "per_task":
         base = {k: v.expand(t, *v.shape).clone() for k, v in base.items()}
     names = list(base)
     leaves = [base[k].clone().requires_grad_(True) for k in names]
-    # functional calls take the float64 parameters given; the module itself is not touched
-    embed = vmap(method.embed, in_dims=(0 if kind == "per_task" else None, 0))
-
-    def per_task_sigma() -> Tensor:
-        p = dict(zip(names, leaves))
-        lf = critic.log_probs(embed(p, a), embed(p, b))
-        kl = kl_rows(lf, lp) if direction == "sigma" else kl_rows(lp, lf)
-        return kl.sum(-1) / n  # [T]: σ per query of each task
-
     opt = torch.optim.LBFGS(
         leaves,
         lr=1.0,
@@ -128,7 +206,7 @@ def fit_floor(
 
     def closure() -> Tensor:
         opt.zero_grad()
-        loss = per_task_sigma().sum() * scale
+        loss = per_task_value(dict(zip(names, leaves))).sum() * scale
         loss.backward()
         return loss
 
@@ -144,15 +222,71 @@ def fit_floor(
         if previous - value <= 1e-12 * max(abs(value), 1e-300):
             break
         previous = value
-    with torch.no_grad():
-        final = per_task_sigma()
     closure()
     grad_max = max(float(x.grad.abs().max()) for x in leaves)
+    with torch.no_grad():
+        mean_now = float(per_task_value(dict(zip(names, leaves))).mean())
+    if kind == "shared" and grad_max > grad_tol and mean_now > value_tol and polish_iter > 0:
+        done += _polish(per_task_value, names, leaves, grad_tol, polish_iter)
+        closure()
+        grad_max = max(float(x.grad.abs().max()) for x in leaves)
+    with torch.no_grad():
+        final = per_task_value(dict(zip(names, leaves)))
     mean = float(final.mean())
     se = float(final.std() / math.sqrt(t)) if kind == "per_task" and t > 1 else None
-    converged = grad_max <= grad_tol or mean <= value_tol
-    fitted = {k: v.detach() for k, v in zip(names, leaves)}
-    return Floor(mean, se, direction, kind, t, done, grad_max, bool(converged), fitted)
+    return {
+        "value": mean,
+        "se": se,
+        "iterations": done,
+        "grad_max": grad_max,
+        "converged": bool(grad_max <= grad_tol or mean <= value_tol),
+        "params": {k: v.detach() for k, v in zip(names, leaves)},
+    }
+
+
+def _polish(
+    per_task_value: Callable[[Params], Tensor],
+    names: list[str],
+    leaves: list[Tensor],
+    grad_tol: float,
+    max_iter: int,
+) -> int:
+    """Trust-region Newton iterations (SciPy's ``trust-exact``) on the shared parameters, in
+    place; returns the iterations taken. The gradient and the exact Hessian of the mean come from
+    ``torch.func``."""
+    shapes = [x.shape for x in leaves]
+    sizes = [x.numel() for x in leaves]
+
+    def unflat(x: Tensor) -> Params:
+        return {k: p.reshape(s) for k, p, s in zip(names, x.split(sizes), shapes)}
+
+    def mean(x: Tensor) -> Tensor:
+        return per_task_value(unflat(x)).mean()
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        g, value = torch.func.grad_and_value(mean)(torch.from_numpy(x))
+        return float(value), g.numpy()
+
+    def hess(x: np.ndarray) -> np.ndarray:
+        # reverse over reverse: torch's forward-mode decompositions load through the deprecated
+        # torch.jit.script (a DeprecationWarning in torch 2.13)
+        return torch.func.jacrev(torch.func.grad(mean))(torch.from_numpy(x)).numpy()
+
+    x0 = torch.cat([x.detach().flatten() for x in leaves]).numpy()
+    res = minimize(
+        fun,
+        x0,
+        jac=True,
+        hess=hess,
+        method="trust-exact",
+        options={"gtol": grad_tol, "maxiter": max_iter},
+    )
+    before = float(mean(torch.from_numpy(x0)).detach())
+    if float(res.fun) <= before:  # a trust-region method never ends above its start; guard
+        with torch.no_grad():
+            for leaf, v in zip(leaves, unflat(torch.from_numpy(res.x)).values()):
+                leaf.copy_(v)
+    return int(res.nit)
 
 
 def linear_critic_floor(

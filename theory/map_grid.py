@@ -1,13 +1,16 @@
 """The map of where GeSSL helps: which runs a sweep needs, and the cells assembled from them.
 
-A map sweeps GeSSL's knobs one at a time around a base setting, on each task family, against
-the plain base method and against first-order meta-learning without the σ-term (λ = γ = 0), on
-paired seeds (``docs/reproduction.md``). This module is pure bookkeeping (no torch): it lists
-the *jobs* a map needs — each a training run (family, mode, options, seed) with the evaluations
-its cells read, or a floor fit — so that they can run in any number of processes and be split
-into shards, and it assembles the cells from the jobs' results: per cell and measure the paired
-per-seed differences, their t-tests, Holm's correction across the cells of one heat map, the
-number of diverged seeds (counted and shown, never dropped), the mean levels and the floors.
+A map sweeps GeSSL's knobs one at a time around a base setting (the spec's ``base``: the fair
+test's GeSSL setting, :data:`theory.fair_test.FAIR_SETTING` on the library's defaults), on each
+task family, against the plain base method and against first-order meta-learning without the
+σ-term (λ = γ = 0), on paired seeds (``docs/reproduction.md``). This module is pure bookkeeping
+(no torch): it lists the *jobs* a map needs — each the training of every seed of one (family,
+mode, options), as one population (:class:`gessl.trainer.PopulationTrainer`), with the
+evaluations its cells read, or a floor fit — so that they can run in any number of processes
+and be split into shards, and it assembles the cells from the jobs' results: per cell and
+measure the paired per-seed differences, their t-tests, Holm's correction across the cells of
+one heat map, the number of diverged seeds (counted and shown, never dropped), the mean levels
+and the floors.
 :mod:`experiments.gessl_map` runs it; :mod:`paper_figures` assembles merged shards with it.
 """
 
@@ -28,6 +31,7 @@ __all__ = [
     "MAP_MEASURES",
     "PROFILES",
     "assemble",
+    "seed_results",
     "cells",
     "map_id",
     "plan",
@@ -75,7 +79,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             "sigma_weight": [0.0, 0.3, 1.0, 3.0],
             "order": ["first", "second"],
             "adapt": ["all", "projector"],
-            "kl_direction": ["model_target", "target_model"],
+            "kl_direction": ["sigma", "sigma_excess"],
             "critic": ["two_headed", "cosine", "neg_sq_distance", "dot"],
         },
     },
@@ -93,26 +97,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             "sigma_weight": [0.0, 0.1, 0.3, 1.0, 3.0, 10.0],
             "order": ["first", "second"],
             "adapt": ["all", "projector"],
-            "kl_direction": ["model_target", "target_model"],
+            "kl_direction": ["sigma", "sigma_excess"],
             "critic": ["two_headed", "cosine", "neg_sq_distance", "dot"],
         },
     },
 }
 
-#: the base setting every knob is varied around (the reproduction claims' GeSSL options)
-BASE = {
-    "inner_lr": 0.1,
-    "inner_steps": 1,
-    "lookahead_steps": 1,
-    "sigma_weight": 1.0,
-    "order": "first",
-    "adapt": "all",
-    "kl_direction": "model_target",
-    "critic": "two_headed",
-}
-
 #: options a mode's training depends on (the rest only change the GeSSL mode)
-_MODEL_KEYS = ("critic", "temperature", "hidden")
+_MODEL_KEYS = ("critic", "temperature", "encoder_depth")
 _META_KEYS = (*_MODEL_KEYS, "inner_lr", "inner_steps", "order", "adapt")
 
 
@@ -130,9 +122,8 @@ def fair_options(base: Mapping[str, Any], knob: str, value: Any) -> dict[str, An
     opts = {**base, knob: value}
     critic = opts["critic"]
     opts["temperature"] = CRITIC_TEMPERATURE.get(critic, 1.0)  # unknown critics: FairTest says
-    opts["hidden"] = None
-    if opts["adapt"] == "projector":
-        opts["hidden"] = "2dim"  # resolved by the runner: a linear backbone dim → 2·dim
+    # adapt="projector" needs a backbone to leave out: a linear one (encoder depth 2)
+    opts["encoder_depth"] = 2 if opts["adapt"] == "projector" else 1
     return opts
 
 
@@ -175,31 +166,37 @@ def _eval_spec(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def train_key(family: str, mode: str, options: Mapping[str, Any], seed: int) -> str:
+    """The key of one seed's run of ``mode`` under a cell's ``options``."""
     return _canon({"f": family, "m": mode, "o": _mode_options(options, mode), "s": seed})
 
 
+def group_key(family: str, mode: str, options: Mapping[str, Any]) -> str:
+    """The key of the job that trains every seed of ``mode`` under a cell's ``options``."""
+    return _canon({"f": family, "m": mode, "o": _mode_options(options, mode)})
+
+
 def plan(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The jobs of a map, deduplicated and in a fixed order: training jobs (``kind="train"``,
-    with every evaluation spec its cells need) and floor fits (``kind="floor"``)."""
+    """The jobs of a map, deduplicated and in a fixed order: training jobs (``kind="train"``:
+    every seed of one family, mode and setting, with every evaluation spec its cells need) and
+    floor fits (``kind="floor"``)."""
     jobs: dict[str, dict[str, Any]] = {}
     for cell in cells(spec):
         for mode in ("plain", "meta", "gessl"):
-            for seed in range(spec["seeds"]):
-                key = train_key(cell["family"], mode, cell["options"], seed)
-                job = jobs.setdefault(
-                    key,
-                    {
-                        "kind": "train",
-                        "key": key,
-                        "family": cell["family"],
-                        "mode": mode,
-                        "options": _mode_options(cell["options"], mode),
-                        "seed": seed,
-                        "evals": {},
-                    },
-                )
-                ev = _eval_spec(cell["options"])
-                job["evals"][_canon(ev)] = ev
+            key = group_key(cell["family"], mode, cell["options"])
+            job = jobs.setdefault(
+                key,
+                {
+                    "kind": "train",
+                    "key": key,
+                    "family": cell["family"],
+                    "mode": mode,
+                    "options": _mode_options(cell["options"], mode),
+                    "seeds": list(range(spec["seeds"])),
+                    "evals": {},
+                },
+            )
+            ev = _eval_spec(cell["options"])
+            job["evals"][_canon(ev)] = ev
         floor_opts = {k: cell["options"][k] for k in _MODEL_KEYS}
         key = _canon({"floor": cell["family"], "o": floor_opts})
         jobs.setdefault(
@@ -224,6 +221,19 @@ def _level(values: Iterable[float]) -> float:
     return sum(vals) / len(vals) if vals else float("nan")
 
 
+def seed_results(results: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every seed's run result by :func:`train_key`, from the jobs' results (``key → result``);
+    floor fits keep their keys."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, res in results.items():
+        if res.get("kind") == "train":
+            for seed, run in res["runs"].items():
+                out[train_key(res["family"], res["mode"], res["options"], int(seed))] = run
+        else:
+            out[key] = res
+    return out
+
+
 def assemble(spec: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
     """The cells of a map from its jobs' results (``key → result``).
 
@@ -233,6 +243,8 @@ def assemble(spec: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> 
     number of diverged seeds of each mode.
     """
     out_cells, missing = [], 0
+    floors = {r["key"]: r for r in results.values() if r.get("kind") == "floor"}
+    results = seed_results(results)
     for cell in cells(spec):
         ev = _canon(_eval_spec(cell["options"]))
         per_mode: dict[str, list[dict[str, float] | None]] = {}
@@ -271,5 +283,4 @@ def assemble(spec: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> 
             correct([c["tests"][f"{a}-{b}:{measure}"] for c in out_cells])
     for c in out_cells:
         c["tests"] = {k: t.to_dict() for k, t in c["tests"].items()}
-    floors = {r["key"]: r for r in results.values() if r.get("kind") == "floor"}
     return {"cells": out_cells, "floors": list(floors.values()), "missing": missing}

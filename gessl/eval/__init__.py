@@ -9,12 +9,11 @@ from gessl.eval.probes import (
     knn_accuracy,
     linear_probe,
 )
-from gessl.eval.universality import PROVIDERS, adapt_per_task, model_log_probs, universality_report
+from gessl.eval.universality import PROVIDERS, model_log_probs, universality_report
 
 __all__ = [
     "PROVIDERS",
     "FewShotResult",
-    "adapt_per_task",
     "alignment",
     "effective_rank",
     "features",

@@ -27,65 +27,17 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import vmap
 
+from gessl.adapt import adapt_tasks
 from gessl.losses import no_value_checks
 from gessl.methods.base import Method, Params, resolve_critic
 from gessl.sigma import sigma, sigma_excess
 from gessl.tasks import Critic, TaskBatch
 
-__all__ = ["PROVIDERS", "adapt_per_task", "model_log_probs", "universality_report"]
+__all__ = ["PROVIDERS", "model_log_probs", "universality_report"]
 
 PROVIDERS = ("trained", "lookahead")
-
-
-def adapt_per_task(
-    method: Method,
-    batch: TaskBatch,
-    steps: int,
-    lr: float,
-    patience: int | None = None,
-    tol: float = 1e-4,
-    check_every: int = 5,
-    start: Params | None = None,
-    names: list[str] | None = None,
-) -> tuple[Params, int]:
-    """SGD on each task's support views from the current parameters (or ``start``), tasks
-    batched with vmap; only the parameters in ``names`` move (default: all; e.g. the head's
-    names for projector-only adaptation), the others stay shared.
-
-    With ``patience``, the mean support loss is checked every ``check_every`` steps and the loop
-    stops once it has not improved by ``tol`` for ``patience`` checks (at most ``steps`` steps).
-    Returns per-task parameters (leading dim M) and the number of steps taken (0 steps: φ itself,
-    repeated per task).
-    """
-    source = method.online_params() if start is None else start
-    phi = {k: v.detach() for k, v in source.items()}
-    m = batch.n_tasks
-    moving = set(phi) if names is None else set(names)
-    params = {k: v.expand(m, *v.shape).clone() for k, v in phi.items()}
-    targets = method.targets(batch.support_a, batch.support_b, batched=True)
-    tg = targets if targets is not None else {}
-
-    def loss(p: Params, a: Tensor, b: Tensor, t: dict[str, Tensor]) -> Tensor:
-        return method.loss(p, a, b, t or None).loss
-
-    step_fn = vmap(grad(lambda p, a, b, t: loss(p, a, b, t), has_aux=False))
-    value_fn = vmap(loss)
-    best, since, taken = float("inf"), 0, 0
-    with no_value_checks():
-        for taken in range(1, steps + 1):
-            g = step_fn(params, batch.support_a, batch.support_b, tg)
-            params = {k: params[k] - lr * g[k] if k in moving else params[k] for k in params}
-            if patience is not None and taken % check_every == 0:
-                current = float(value_fn(params, batch.support_a, batch.support_b, tg).mean())
-                if current < best - tol:
-                    best, since = current, 0
-                else:
-                    since += 1
-                    if since >= patience:
-                        break
-    return params, taken
 
 
 def model_log_probs(
@@ -129,8 +81,12 @@ def universality_report(
     device = next(iter(phi.values())).device
     for name, batch in task_sets.items():
         batch = batch.to(device)
-        opt, taken = adapt_per_task(
-            method, batch, provider_steps, provider_lr, patience if provider == "trained" else None
+        opt, taken = adapt_tasks(
+            method,
+            batch,
+            provider_steps,
+            provider_lr,
+            patience=patience if provider == "trained" else None,
         )
         lp_model = model_log_probs(method, phi, batch.query_a, batch.query_b, crit, False)
         lp_opt = model_log_probs(method, opt, batch.query_a, batch.query_b, crit, True)

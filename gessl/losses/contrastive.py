@@ -56,11 +56,12 @@ def infonce(
     check_embeddings(z1, z2, allow_tasks=True)
     check_positive("temperature", temperature)
     check_choice("critic", critic, CRITICS)
-    n = z1.shape[-2]
-    labels = task_labels(n, device=z1.device).expand(z1.shape[:-1]).reshape(-1)
 
     def ce(a: Tensor, b: Tensor) -> Tensor:
-        return F.cross_entropy(task_logits(a, b, temperature, critic).reshape(-1, n), labels)
+        # the labels are arange(N): the cross-entropy is the mean of −log π on the diagonal
+        # (log_softmax is log-sum-exp; no nll_loss, which vmap runs as a Python decomposition)
+        lp = torch.log_softmax(task_logits(a, b, temperature, critic), dim=-1)
+        return -lp.diagonal(dim1=-2, dim2=-1).mean()
 
     l12 = ce(z1, z2)
     if not symmetric:

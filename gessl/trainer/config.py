@@ -10,21 +10,41 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gessl.adapt import BATCHINGS
 from gessl.devices import PRECISIONS
 from gessl.methods.base import CRITIC_CHOICES
+from gessl.sigma import DIRECTIONS, check_direction
 
-__all__ = ["GeSSLConfig"]
+__all__ = ["ALGORITHM_KEYS", "GeSSLConfig"]
 
 _CHOICES = {
     "sigma_critic": CRITIC_CHOICES,
     "order": ("first", "second"),
     "adapt": ("all", "projector"),
-    "kl_direction": ("model_target", "target_model"),
+    "kl_direction": DIRECTIONS,
     "threshold": ("none", "learned"),
-    "batching": ("vmap", "loop"),
+    "batching": BATCHINGS,
     "optimizer": ("adam", "sgd"),
     "precision": PRECISIONS,
 }
+
+
+#: the options of the GeSSL algorithm itself (what an experiment's ``gessl`` dictionary holds);
+#: the others — mode, M, the outer optimiser, batching, seed, precision — are the experiment's
+ALGORITHM_KEYS = (
+    "inner_steps",
+    "inner_lr",
+    "lookahead_steps",
+    "sigma_weight",
+    "sigma_critic",
+    "sigma_temperature",
+    "kl_direction",
+    "order",
+    "adapt",
+    "threshold",
+    "threshold_hidden",
+    "threshold_sharpness",
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +66,11 @@ class GeSSLConfig:
             ``"cosine"``.
         sigma_temperature: temperature of that critic (unused with ``"method"``, whose critic
             carries its own).
-        kl_direction: ``"model_target"`` = KL(π_θ ‖ π_θ̃), the direction of ``gessl.sigma.sigma``
-            (default); ``"target_model"`` the reverse.
+        kl_direction: the σ-term's KL direction, named as everywhere in the library
+            (:data:`gessl.sigma.DIRECTIONS`): ``"sigma"`` = KL(π_θ ‖ π_θ̃), the direction of
+            :func:`gessl.sigma.sigma` (default); ``"sigma_excess"`` the reverse. The names of
+            earlier releases (``"model_target"``, ``"target_model"``) are refused with the new
+            name.
         order: ``"first"`` (FOMAML-style: the outer gradient at the adapted parameters is used
             for φ) or ``"second"`` (exact hypergradient through the K inner steps).
         adapt: ``"all"`` parameters, or ``"projector"`` — the head only (projector, predictor,
@@ -78,7 +101,7 @@ class GeSSLConfig:
     sigma_weight: float = 1.0
     sigma_critic: str = "cosine"
     sigma_temperature: float = 0.1
-    kl_direction: str = "model_target"
+    kl_direction: str = "sigma"
     order: str = "first"
     adapt: str = "all"
     threshold: str = "none"
@@ -96,6 +119,7 @@ class GeSSLConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("gessl", "plain"):
             raise ValueError(f"mode must be 'gessl' or 'plain', got {self.mode!r}")
+        check_direction(self.kl_direction)
         for key, choices in _CHOICES.items():
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
@@ -116,6 +140,11 @@ class GeSSLConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def algorithm(self) -> dict[str, Any]:
+        """The options of :data:`ALGORITHM_KEYS`, by name (the defaults every experiment's
+        ``gessl`` dictionary starts from: ``GeSSLConfig().algorithm()``)."""
+        return {k: getattr(self, k) for k in ALGORITHM_KEYS}
 
     @property
     def is_plain_equivalent(self) -> bool:

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.func import grad, vmap
-from torch.utils._pytree import tree_map
 
+from gessl.adapt import ThresholdNet
 from gessl.devices import autocast, check_same_device, enable_tf32, resolve_device
 from gessl.losses import no_value_checks
 from gessl.methods.base import Method
+from gessl.sigma import upgrade_direction
 from gessl.tasks import TaskBatch, TaskSampler
 from gessl.trainer.checkpoint import (
     load_checkpoint,
@@ -37,8 +37,7 @@ from gessl.trainer.checkpoint import (
     set_rng_states,
 )
 from gessl.trainer.config import GeSSLConfig
-from gessl.trainer.factored import build_factored_path
-from gessl.trainer.objective import ThresholdNet, build_first_order_split, build_objective
+from gessl.trainer.step import OuterStep
 
 __all__ = ["NonFiniteLossError", "StepLog", "Trainer"]
 
@@ -65,6 +64,9 @@ class Trainer:
             ``cuda:LOCAL_RANK`` under ``torchrun`` — else the CPU), ``"cpu"``, ``"cuda"``,
             ``"cuda:<i>"`` (:func:`gessl.devices.resolve_device`; a bad value raises a one-line
             ``ValueError``). Float32 matrix products use TF32 on CUDA.
+        fast_path: ``False`` keeps GeSSL on the reference path even where the factored path
+            applies (:mod:`gessl.trainer.step`; for tests and debugging). :attr:`path` names the
+            path the last step took.
 
     A batch passed to :meth:`train_step` must be on ``device``; one elsewhere raises a
     ``ValueError`` naming both devices.
@@ -78,6 +80,7 @@ class Trainer:
         n_samples: int = 16,
         checkpoint_path: str | None = None,
         device: str | torch.device | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         enable_tf32(self.device)
@@ -92,23 +95,18 @@ class Trainer:
             if cfg.mode == "gessl" and cfg.threshold == "learned"
             else None
         )
-        names = list(method.online_params())
-        self.adapt_names = method.head_names() if cfg.adapt == "projector" else names
-        self.fixed_names = [n for n in names if n not in self.adapt_names]
         params = list(method.online_params().values())
         if self.threshold_net is not None:
             params += list(self.threshold_net.parameters())
         opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
         self.optimizer = opt_cls(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
-        self.objective = build_objective(method, cfg, self.threshold_net)
-        self.split = (
-            build_first_order_split(method, cfg)
-            if cfg.mode == "gessl" and cfg.order == "first" and cfg.threshold == "none"
-            else None
+        # the gradients of one outer step (gessl.trainer.step): the factored path where it
+        # applies (the same gradients, without per-task weight copies), else the reference
+        self.outer_step = OuterStep(method, cfg, self.threshold_net, fast_path)
+        self.adapt_names, self.fixed_names = (
+            self.outer_step.adapt_names,
+            self.outer_step.fixed_names,
         )
-        # linear layers in factored form (gessl.trainer.factored) where that applies: the same
-        # gradients as the split/nested objective, without per-task weight copies
-        self.factored = build_factored_path(method, cfg, self.adapt_names)
         self.rank, self.world = (
             (dist.get_rank(), dist.get_world_size())
             if dist.is_available() and dist.is_initialized()
@@ -125,26 +123,11 @@ class Trainer:
                         dist.broadcast(t, src=0)
 
     # ------------------------------------------------------------------ gradients
-    def _task_loss(self) -> Callable[..., tuple[Tensor, dict[str, Tensor]]]:
-        """The per-task ``(loss, aux)`` of the nested objective, or of the plain method."""
-        cfg = self.cfg
-        fn = self.objective
-        if cfg.mode == "plain":
-            method = self.method
-
-            def fn(phi_adapt, phi_fixed, g_params, task, targets):
-                p = {**phi_fixed, **phi_adapt}
-                tq = {"t_a": targets["q_t_a"], "t_b": targets["q_t_b"]} if targets else None
-                loss = method.loss(p, task["qa"], task["qb"], tq).loss
-                if cfg.use_support_in_plain:
-                    ts = {"t_a": targets["s_t_a"], "t_b": targets["s_t_b"]} if targets else None
-                    loss = (loss + method.loss(p, task["sa"], task["sb"], ts).loss) / 2
-                zero = torch.zeros_like(loss.detach())
-                return loss, {"ssl": loss.detach(), "kl": zero, "support_loss": loss.detach()}
-
-        wrapped = self._with_loss(fn)
-        wrapped.nested = cfg.mode == "gessl"  # type: ignore[attr-defined]  # has inner grads
-        return wrapped
+    @property
+    def path(self) -> str:
+        """The gradient path the last step took: ``"plain"``, ``"reference"`` or ``"factored"``
+        (:mod:`gessl.trainer.step`)."""
+        return self.outer_step.path
 
     def task_gradients(self, batch: TaskBatch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Gradients of the sum of this rank's task objectives (names → tensors), and per-task
@@ -152,112 +135,13 @@ class Trainer:
         # detached: torch.func differentiates functionally; leaving requires_grad on would also
         # record a (useless, memory-hungry) autograd tape of the whole computation
         phi = {k: v.detach() for k, v in self.method.online_params().items()}
-        phi_adapt = {k: phi[k] for k in self.adapt_names}
-        phi_fixed = {k: phi[k] for k in self.fixed_names}
         g_params = (
             {k: v.detach() for k, v in self.threshold_net.named_parameters()}
             if self.threshold_net is not None
             else {}
         )
-        task = {
-            "sa": batch.support_a,
-            "sb": batch.support_b,
-            "qa": batch.query_a,
-            "qb": batch.query_b,
-        }
-        targets = self._targets(batch)
         with no_value_checks():
-            fast = (
-                self.factored.gradients(self._per_task, self._summed_grad, phi_adapt, task, targets)
-                if self.factored is not None
-                else None
-            )
-            if fast is not None:
-                return fast
-            if self.split is not None:  # first order, no threshold: two un-nested passes
-                inner, outer = self.split
-                theta, look, support = self._per_task(
-                    inner, (None, None, 0, 0), phi_adapt, phi_fixed, task, targets
-                )
-                (ga, gf), aux = self._summed_grad(
-                    self._with_loss(outer),
-                    2,
-                    (0, None, 0, 0, 0),
-                    theta,
-                    phi_fixed,
-                    task,
-                    targets,
-                    look,
-                )
-                aux = {**aux, "support_loss": support.detach()}
-                gg: dict[str, Tensor] = {}
-            else:
-                (ga, gf, gg), aux = self._summed_grad(
-                    self._task_loss(),
-                    3,
-                    (None, None, None, 0, 0),
-                    phi_adapt,
-                    phi_fixed,
-                    g_params,
-                    task,
-                    targets,
-                )
-        sums = {**ga, **gf, **{f"threshold.{k}": v for k, v in gg.items()}}
-        return sums, aux
-
-    @staticmethod
-    def _with_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(*args: Any) -> tuple[Tensor, dict[str, Tensor]]:
-            loss, aux = fn(*args)
-            return loss, {**aux, "loss": loss.detach()}
-
-        return wrapped
-
-    def _summed_grad(
-        self, fn: Callable[..., Any], n_diff: int, in_dims: tuple[int | None, ...], *args: Any
-    ) -> tuple[tuple[dict[str, Tensor], ...], dict[str, Tensor]]:
-        """Gradient of ``Σ_tasks fn(...)[0]`` with respect to the first ``n_diff`` arguments
-        (summed over tasks, also for per-task arguments), and ``fn``'s aux stacked over tasks.
-
-        With vmap and a function without inner gradients (the plain loss, the split outer
-        objective) the gradient of the *sum* is taken, so shared parameters get one accumulated
-        gradient (one matrix product) instead of M per-task gradients summed afterwards; a
-        function with inner gradients (the nested objective) keeps ``vmap(grad(·))``, the
-        composition ``torch.func`` differentiates correctly through nested inner steps.
-        """
-        argnums = tuple(range(n_diff))
-        nested = getattr(fn, "nested", False)
-        if self.cfg.batching == "vmap" and not nested:
-
-            def total(*diff: Any) -> tuple[Tensor, dict[str, Tensor]]:
-                losses, aux = vmap(fn, in_dims=in_dims)(*diff, *args[n_diff:])
-                return losses.sum(), aux
-
-            grads, aux = grad(total, argnums=argnums, has_aux=True)(*args[:n_diff])
-            grads = tuple(
-                tree_map(lambda t: t.sum(0), g) if d == 0 else g for g, d in zip(grads, in_dims)
-            )
-            return grads, aux
-        per_task = grad(fn, argnums=argnums, has_aux=True)
-        grads, aux = self._per_task(per_task, in_dims, *args)  # vmap(grad) or a loop
-        return tuple(tree_map(lambda t: t.sum(0), g) for g in grads), aux
-
-    def _per_task(self, fn: Callable[..., Any], in_dims: tuple[int | None, ...], *args: Any) -> Any:
-        """``fn`` over the tasks (dim 0 of the arguments whose ``in_dims`` is 0), outputs stacked:
-        ``torch.func.vmap``, or a Python loop with ``batching="loop"``."""
-        if self.cfg.batching == "vmap":
-            return vmap(fn, in_dims=in_dims)(*args)
-        n = next(len(next(iter(a.values()))) for a, d in zip(args, in_dims) if d == 0 and a)
-        outs = [
-            fn(
-                *[
-                    a if d is None else tree_map(lambda t, i=i: t[i], a)
-                    for a, d in zip(args, in_dims)
-                ]
-            )
-            for i in range(n)
-        ]
-        return tree_map(lambda *xs: torch.stack(xs), *outs)
+            return self.outer_step.gradients(phi, g_params, batch, self._targets(batch))
 
     def _targets(self, batch: TaskBatch) -> dict[str, Tensor]:
         """Momentum-encoder outputs for the views the objective uses (support views are not
@@ -372,6 +256,7 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # options added since a checkpoint was written take their defaults (e.g. precision)
         saved = {**GeSSLConfig().to_dict(), **state["config"]}
+        saved["kl_direction"] = upgrade_direction(saved["kl_direction"])  # older checkpoints
         if saved != self.cfg.to_dict():
             diff = {k for k in saved if saved[k] != self.cfg.to_dict().get(k)}
             raise ValueError(f"checkpoint was written with different options: {sorted(diff)}")

@@ -67,6 +67,27 @@ def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
         ("experiments.pretrain", "method_options={'tau': 1}", "method_options: unknown key 'tau'"),
         ("experiments.pretrain", "gessl.order=third", "gessl: order must be one of"),
         ("experiments.pretrain", "evaluation.nope=1", "evaluation: unknown key 'nope'"),
+        # renamed keys and values (one vocabulary): refused with the new name
+        (
+            "experiments.pretrain",
+            "evaluation.report_critic=dot",
+            "evaluation.report_critic was renamed: use evaluation.sigma_critic",
+        ),
+        (
+            "experiments.study",
+            "evaluation.report_temperature=0.5",
+            "evaluation.report_temperature was renamed: use evaluation.sigma_temperature",
+        ),
+        (
+            "experiments.pretrain",
+            "gessl.kl_direction=model_target",
+            "gessl: kl_direction='model_target' was renamed: use 'sigma'",
+        ),
+        (
+            "experiments.gessl_map",
+            "sweep={'kl_direction': ['target_model']}",
+            "kl_direction='target_model' was renamed: use 'sigma_excess'",
+        ),
         ("experiments.pretrain", "tasks_per_step=0", "tasks_per_step: must be >= 1, got 0"),
         ("experiments.pretrain", "n_samples=1", "n_samples: must be >= 2, got 1"),
         ("experiments.pretrain", "steps=-5", "steps: must be >= 1, got -5"),

@@ -145,14 +145,14 @@ def test_a_training_claim_trains_on_the_device(monkeypatch):
     from theory.claims import get_claim
 
     seen = []
-    real = fair_test.Trainer
+    real = fair_test.PopulationTrainer
 
     def spy(*args, **kwargs):
         trainer = real(*args, **kwargs)
         seen.append(trainer.device)
         return trainer
 
-    monkeypatch.setattr(fair_test, "Trainer", spy)
+    monkeypatch.setattr(fair_test, "PopulationTrainer", spy)
     result = get_claim("gessl_sigma_homogeneous").check("tiny", 0, device=DEVICE)
     assert result.verdict in ("reproduced", "not reproduced", "inconclusive")
     assert seen and {d.type for d in seen} == {resolve_device(DEVICE).type}

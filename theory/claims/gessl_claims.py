@@ -32,7 +32,7 @@ from theory.fair_test import (
     eval_tasks,
     evaluate,
     fit_floors,
-    train,
+    train_many,
 )
 from theory.paired import PairedTest, correct, paired_test
 
@@ -41,7 +41,7 @@ __all__ = ["BUDGET", "TESTS", "compare_modes", "reproduction_result"]
 #: sizes of the comparison per budget (quick: the default of ``python -m experiments.bounds``)
 BUDGET: dict[str, dict[str, Any]] = {
     "tiny": {"steps": 12, "seeds": 3, "eval_tasks": 24, "floor_tasks": 4, "outer_lr": 3e-2},
-    "quick": {"steps": 60, "seeds": 5, "eval_tasks": 100, "floor_tasks": 12, "outer_lr": 3e-2},
+    "quick": {"steps": 60, "seeds": 10, "eval_tasks": 100, "floor_tasks": 12, "outer_lr": 3e-2},
     "full": {"steps": 300, "seeds": 10, "eval_tasks": 200, "floor_tasks": 40, "outer_lr": 1e-2},
 }
 
@@ -95,22 +95,25 @@ def compare_modes(test: FairTest, seeds: list[int], floor_tasks: int) -> dict[st
     values = {m: {k: [] for k in MEASURES} for m in MODES}
     seconds = {m: 0.0 for m in MODES}
     diverged = {m: [] for m in MODES}
+    paths = {}
+    trained = {mode: train_many(test, mode, seeds) for mode in MODES}  # a population per arm
     bayes_acc, last = [], None
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
         batch, params = eval_tasks(test, seed)
         bayes_acc.append(bayes_accuracy(test, batch, params))
         for mode in MODES:
-            trained = train(test, mode, seed)
-            seconds[mode] += trained.seconds
-            if trained.diverged:
+            run = trained[mode][i]
+            seconds[mode] += run.seconds
+            paths[mode] = run.path
+            if run.diverged:
                 diverged[mode].append(seed)
                 got = {k: float("nan") for k in MEASURES}
             else:
-                got = evaluate(test, trained.method, batch, params)
+                got = evaluate(test, run.method, batch, params)
             for k in MEASURES:
                 values[mode][k].append(got[k])
-            if mode == "plain" and not trained.diverged:
-                last = trained.method
+            if mode == "plain" and not run.diverged:
+                last = run.method
     floors = _floors(test, seeds, floor_tasks, last) if last is not None else {}
     return {
         "values": values,
@@ -118,6 +121,7 @@ def compare_modes(test: FairTest, seeds: list[int], floor_tasks: int) -> dict[st
         "diverged": diverged,
         "bayes_accuracy": float(np.mean(bayes_acc)),
         "floors": floors,
+        "paths": paths,
     }
 
 
@@ -183,6 +187,7 @@ def reproduction_result(test: FairTest, budget: str, seed: int, label: str) -> C
             "floors": floors,
             "bayes_accuracy": run["bayes_accuracy"],
             "seconds": run["seconds"],
+            "gradient_paths": run["paths"],
             "diverged": run["diverged"],
             "setup": test.to_dict(),
             "seeds": seeds,

@@ -33,7 +33,7 @@ import torch
 
 from theory.claims.base import ClaimResult, Series, fit_slope, judge_slope_at_most
 from theory.claims.registry import claim
-from theory.fair_test import FairTest, eval_tasks, evaluate, train
+from theory.fair_test import FairTest, eval_tasks, evaluate, train_many
 from theory.task_families import TaskPool
 
 __all__ = ["GENERALIZATION_BUDGET", "pool_gaps"]
@@ -75,20 +75,26 @@ def pool_gaps(
         for k in ("gap", "pool", "fresh")
         for m in modes
     }
-    for r in range(reps):
-        rs = seed * 1009 + r
-        fresh, fresh_params = eval_tasks(test, rs)
-        # nested pools (common random numbers across n): the first n tasks of one draw
-        gen = torch.Generator().manual_seed(rs * 7919 + test.n_samples)
-        largest = TaskPool(test.task_family, max(ns), test.n_samples, gen)
-        for j, n in enumerate(ns):
-            pool = largest.first(n)
-            for mode in modes:
-                trained = train(test, mode, rs, sampler=pool)
+    rs = [seed * 1009 + r for r in range(reps)]
+    fresh = [eval_tasks(test, s) for s in rs]
+    # nested pools (common random numbers across n): the first n tasks of one draw per replicate
+    largest = [
+        TaskPool(
+            test.task_family,
+            max(ns),
+            test.n_samples,
+            torch.Generator().manual_seed(s * 7919 + test.n_samples),
+        )
+        for s in rs
+    ]
+    for j, n in enumerate(ns):
+        pools = [p.first(n) for p in largest]
+        for mode in modes:  # the replicates of one (n, mode): one population
+            for r, trained in enumerate(train_many(test, mode, rs, samplers=pools)):
                 if trained.diverged:
                     continue
-                on_pool = _sigma_after(test, trained.method, pool.batch, pool.params)
-                on_fresh = _sigma_after(test, trained.method, fresh, fresh_params)
+                on_pool = _sigma_after(test, trained.method, pools[r].batch, pools[r].params)
+                on_fresh = _sigma_after(test, trained.method, *fresh[r])
                 out[f"gap_{mode}"][r, j] = on_fresh - on_pool
                 out[f"pool_{mode}"][r, j] = on_pool
                 out[f"fresh_{mode}"][r, j] = on_fresh

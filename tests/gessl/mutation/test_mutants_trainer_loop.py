@@ -20,6 +20,7 @@ import time
 import pytest
 import torch
 
+import gessl.adapt.batching as batching_mod
 import gessl.trainer.trainer as trainer_mod
 from gessl.data import GaussianLatentTasks
 from gessl.data.synthetic import TaskBatch
@@ -173,7 +174,7 @@ def test_batching_loop_never_calls_vmap_and_matches_vmap(monkeypatch):
     def no_vmap(*args, **kwargs):
         raise AssertionError("torch.func.vmap called with batching='loop'")
 
-    monkeypatch.setattr(trainer_mod, "vmap", no_vmap)
+    monkeypatch.setattr(batching_mod, "vmap", no_vmap)
     for c, ref in zip(cases, vmapped):
         log = make_trainer(optimizer="sgd", batching="loop", **c).train_step(batch)
         assert log["loss"] == pytest.approx(ref["loss"], rel=1e-10)
@@ -182,13 +183,13 @@ def test_batching_loop_never_calls_vmap_and_matches_vmap(monkeypatch):
 
 def _count_vmap(monkeypatch) -> list[int]:
     calls = [0]
-    real = trainer_mod.vmap
+    real = batching_mod.vmap
 
     def counting(*args, **kwargs):
         calls[0] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "vmap", counting)
+    monkeypatch.setattr(batching_mod, "vmap", counting)
     return calls
 
 
@@ -206,7 +207,7 @@ def test_vmap_takes_one_gradient_of_the_loss_summed_over_tasks(monkeypatch, cfg)
     """Without inner gradients the trainer differentiates Σ_tasks loss once (one accumulated
     gradient for the shared parameters), not each task's loss under vmap."""
     differentiated: list[float] = []
-    real = trainer_mod.grad
+    real = batching_mod.grad
 
     def spy(fn, *args, **kwargs):
         def recorded(*a):
@@ -216,7 +217,7 @@ def test_vmap_takes_one_gradient_of_the_loss_summed_over_tasks(monkeypatch, cfg)
 
         return real(recorded, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "grad", spy)
+    monkeypatch.setattr(batching_mod, "grad", spy)
     tr = make_trainer(tasks_per_step=3, **cfg)
     log = tr.train_step()
     assert differentiated == [pytest.approx(3 * log["loss"], rel=1e-12)]

@@ -1,4 +1,4 @@
-"""gessl.eval.universality.adapt_per_task against a task-by-task SGD reference
+"""gessl.adapt.adapt_tasks (the evaluation's task models) against a task-by-task SGD reference
 (``docs/testing.md``)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gessl.adapt import adapt_tasks
 from gessl.data import GaussianLatentTasks
-from gessl.eval.universality import adapt_per_task
 from gessl.methods import build_method
 from gessl.models import MLP
 
@@ -46,9 +46,9 @@ def _reference(method, batch, steps, lr, start=None, names=None):
 
 
 @pytest.mark.parametrize("method", ["byol", "simclr"])
-def test_adapt_per_task_is_sgd_on_each_task(method):
+def test_adapt_tasks_is_sgd_on_each_task(method):
     m, batch = _setup(method)
-    params, taken = adapt_per_task(m, batch, steps=3, lr=0.1)
+    params, taken = adapt_tasks(m, batch, steps=3, lr=0.1)
     assert taken == 3
     ref = _reference(m, batch, 3, 0.1)
     for t in range(batch.n_tasks):
@@ -60,18 +60,18 @@ def test_adapt_per_task_is_sgd_on_each_task(method):
     assert not torch.allclose(params[k0][0], params[k0][1])
 
 
-def test_adapt_per_task_from_start_and_only_named():
+def test_adapt_tasks_from_start_and_only_named():
     m, batch = _setup("byol", seed=1)
     start = {k: v.detach() + 0.01 for k, v in m.online_params().items()}
     names = m.head_names()
-    params, _ = adapt_per_task(m, batch, steps=2, lr=0.1, start=start, names=names)
+    params, _ = adapt_tasks(m, batch, steps=2, lr=0.1, start=start, names=names)
     ref = _reference(m, batch, 2, 0.1, start=start, names=names)
     for t in range(batch.n_tasks):
         for k in params:
             torch.testing.assert_close(params[k][t], ref[t][k], rtol=1e-10, atol=1e-12)
             if k not in names:
                 torch.testing.assert_close(params[k][t], start[k], rtol=0, atol=0)
-    zero, taken = adapt_per_task(m, batch, steps=0, lr=0.1, start=start)
+    zero, taken = adapt_tasks(m, batch, steps=0, lr=0.1, start=start)
     assert taken == 0
     assert all(torch.equal(zero[k][1], start[k]) for k in start)
 
@@ -80,15 +80,15 @@ def test_patience_checks_every_five_steps_with_tol_1e_4():
     m, batch = _setup("simclr", seed=2)
     # lr 0: the loss never improves after the first check: stops at the (1 + patience)-th check
     for patience, expected in ((1, 10), (2, 15), (3, 20)):
-        _, taken = adapt_per_task(m, batch, steps=100, lr=0.0, patience=patience)
+        _, taken = adapt_tasks(m, batch, steps=100, lr=0.0, patience=patience)
         assert taken == expected
     # without patience no check is made: all steps are taken even when nothing improves
-    _, taken = adapt_per_task(m, batch, steps=12, lr=0.0)
+    _, taken = adapt_tasks(m, batch, steps=12, lr=0.0)
     assert taken == 12
     # a steadily improving loss (improving by more than 1e-4, less than 1, per check) runs on
-    _, taken = adapt_per_task(m, batch, steps=30, lr=0.05, patience=1)
+    _, taken = adapt_tasks(m, batch, steps=30, lr=0.05, patience=1)
     assert taken == 30
-    _, taken = adapt_per_task(m, batch, steps=30, lr=0.05, patience=1, tol=1.0)
+    _, taken = adapt_tasks(m, batch, steps=30, lr=0.05, patience=1, tol=1.0)
     assert taken == 10
 
 
@@ -97,7 +97,9 @@ def _reference_report(m, batch, provider, temperature, steps, lr, patience):
     from gessl.tasks import Critic
 
     crit = Critic("cosine", temperature)
-    opt, taken = adapt_per_task(m, batch, steps, lr, patience if provider == "trained" else None)
+    opt, taken = adapt_tasks(
+        m, batch, steps, lr, patience=patience if provider == "trained" else None
+    )
     phi = {k: v.detach() for k, v in m.online_params().items()}
     n, tasks = batch.n_samples, batch.n_tasks
     sig = exc = acc = acc_opt = 0.0
@@ -162,11 +164,11 @@ def test_universality_report_defaults_and_providers():
 def test_patience_counts_a_check_without_strict_improvement():
     m, batch = _setup("simclr", seed=2)
     # tol 0 and lr 0: the second check equals the best exactly, which is no improvement
-    _, taken = adapt_per_task(m, batch, steps=30, lr=0.0, patience=1, tol=0.0)
+    _, taken = adapt_tasks(m, batch, steps=30, lr=0.0, patience=1, tol=0.0)
     assert taken == 10
     # tol = inf: no check improves (current < inf − inf is false), so patience 2 stops at the
     # second check
-    _, taken = adapt_per_task(m, batch, steps=30, lr=0.0, patience=2, tol=float("inf"))
+    _, taken = adapt_tasks(m, batch, steps=30, lr=0.0, patience=2, tol=float("inf"))
     assert taken == 10
 
 

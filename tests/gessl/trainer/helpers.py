@@ -7,6 +7,7 @@ import torch
 from gessl.data import GaussianLatentTasks
 from gessl.methods import build_method
 from gessl.models import MLP
+from gessl.tasks import TaskBatch
 from gessl.trainer import GeSSLConfig, Trainer
 
 
@@ -16,6 +17,7 @@ def make_trainer(
     n_samples: int = 6,
     dim: int = 5,
     options: dict | None = None,
+    fast_path: bool = True,
     **cfg,
 ) -> Trainer:
     torch.manual_seed(seed)
@@ -29,7 +31,11 @@ def make_trainer(
     ).double()
     cfg.setdefault("tasks_per_step", 3)
     return Trainer(
-        m, GaussianLatentTasks(dim=dim), GeSSLConfig(seed=seed, **cfg), n_samples=n_samples
+        m,
+        GaussianLatentTasks(dim=dim),
+        GeSSLConfig(seed=seed, **cfg),
+        n_samples=n_samples,
+        fast_path=fast_path,
     )
 
 
@@ -53,14 +59,10 @@ def mean_objective(
         else (dict(tr.threshold_net.named_parameters()) if tr.threshold_net else {})
     )
     targets = tr._targets(batch)
+    objective = tr.outer_step.reference  # the nested objective, dense backend
     total = 0.0
     for i in range(batch.n_tasks):
-        task = {
-            "sa": batch.support_a[i],
-            "sb": batch.support_b[i],
-            "qa": batch.query_a[i],
-            "qb": batch.query_b[i],
-        }
-        loss, _ = tr.objective(adapt, fixed, g, task, {k: v[i] for k, v in targets.items()})
+        task = TaskBatch.of_views([v[i] for v in batch.views()])
+        loss, _ = objective.nested(fixed, adapt, g, task, {k: v[i] for k, v in targets.items()})
         total += float(loss.detach())
     return total / batch.n_tasks

@@ -1,4 +1,4 @@
-"""The factored fast path (``gessl.trainer.factored``) gives the reference path's gradients."""
+"""The factored fast path (``gessl.adapt.linear``) gives the reference path's gradients."""
 
 from __future__ import annotations
 
@@ -6,29 +6,28 @@ import pytest
 import torch
 from torch import nn
 
+from gessl.adapt import views_batchable
 from gessl.data import GaussianLatentTasks
 from gessl.methods import build_method
 from gessl.methods.catalog import SimCLR
 from gessl.models import MLP, ResNet18, SmallCNN
 from gessl.trainer import GeSSLConfig, Trainer
-from gessl.trainer.factored import FactoredPath, _views_batchable, build_factored_path
 from tests.gessl.trainer.helpers import make_trainer
 
 
 def _pair(method: str = "simclr", **cfg) -> tuple[Trainer, Trainer]:
     """Two identical trainers: the first on the fast path with every linear layer factored
     (at these sizes none would be worth it), the second on the reference path."""
-    fast, ref = make_trainer(method, **cfg), make_trainer(method, **cfg)
-    assert isinstance(fast.factored, FactoredPath)
-    fast.factored.worth = 0
-    ref.factored = None
+    fast, ref = make_trainer(method, **cfg), make_trainer(method, fast_path=False, **cfg)
+    assert fast.outer_step.plan is not None
+    fast.outer_step.plan.worth = 0
     return fast, ref
 
 
 def _assert_same(fast: Trainer, ref: Trainer, batch=None) -> None:
     batch = ref.sample() if batch is None else batch
     (got, got_aux), (want, want_aux) = fast.task_gradients(batch), ref.task_gradients(batch)
-    assert fast.factored is not None and fast.factored.enabled  # the fast path really ran
+    assert fast.path == "factored" and ref.path == "reference"  # each path really ran
     assert set(got) == set(want) and set(got_aux) == set(want_aux)
     scale = max(float(g.abs().max()) for g in want.values())
     assert scale > 1e-3  # a real gradient
@@ -54,14 +53,14 @@ def test_fast_path_gradients_equal_the_reference(method, lookahead_steps, inner_
         sigma_weight=0.5,
     )
     _assert_same(fast, ref)
-    names = fast.factored.factored_names(*_task_and_targets(fast))
-    assert names == fast.factored.candidates and len(names) == 4 + 2 * (method == "byol")
+    names = _factored_names(fast)
+    assert names == fast.outer_step.plan.candidates and len(names) == 4 + 2 * (method == "byol")
 
 
-def _task_and_targets(tr: Trainer):
+def _factored_names(tr: Trainer) -> list[str]:
     b = tr.sample()
-    task = {"sa": b.support_a, "sb": b.support_b, "qa": b.query_a, "qb": b.query_b}
-    return task, tr._targets(b)
+    phi = {k: v.detach() for k, v in tr.method.online_params().items()}
+    return tr.outer_step.factored_names(phi, b, tr._targets(b))
 
 
 @pytest.mark.parametrize(
@@ -92,9 +91,10 @@ def test_only_layers_worth_it_are_factored():
     torch.manual_seed(0)
     m = build_method("simclr", MLP(5, width=128, activation="tanh"), proj_dims=(8, 4)).double()
     tr = Trainer(m, GaussianLatentTasks(dim=5), GeSSLConfig(tasks_per_step=2), n_samples=6)
-    assert tr.factored.factored_names(*_task_and_targets(tr)) == ["backbone.net.2.weight"]
-    ref = Trainer(m, GaussianLatentTasks(dim=5), GeSSLConfig(tasks_per_step=2), n_samples=6)
-    ref.factored = None
+    assert _factored_names(tr) == ["backbone.net.2.weight"]
+    ref = Trainer(
+        m, GaussianLatentTasks(dim=5), GeSSLConfig(tasks_per_step=2), n_samples=6, fast_path=False
+    )
     _assert_same(tr, ref)
 
 
@@ -103,17 +103,16 @@ def test_small_cnn_goes_through_the_fast_path_without_factored_layers(order):
     """Conv weights stay dense per task; the two views share one backbone call."""
     torch.manual_seed(0)
 
-    def trainer() -> Trainer:
+    def trainer(fast_path: bool) -> Trainer:
         torch.manual_seed(0)
         m = build_method("simclr", SmallCNN(1, width=4, groups=2), proj_dims=(8, 4)).double()
         from gessl.data import SyntheticImageTasks
 
         cfg = GeSSLConfig(tasks_per_step=2, order=order, inner_lr=0.3, sigma_weight=0.5)
-        return Trainer(m, SyntheticImageTasks(size=8), cfg, n_samples=4)
+        return Trainer(m, SyntheticImageTasks(size=8), cfg, n_samples=4, fast_path=fast_path)
 
-    fast, ref = trainer(), trainer()
-    ref.factored = None
-    assert fast.factored.joint and fast.factored.factored_names(*_task_and_targets(fast)) == []
+    fast, ref = trainer(True), trainer(False)
+    assert fast.outer_step.joint and _factored_names(fast) == []
     _assert_same(fast, ref)
 
 
@@ -132,30 +131,36 @@ class _BatchNormBackbone(nn.Module):
 
 
 def test_views_share_a_backbone_call_only_without_batch_statistics():
-    assert _views_batchable(build_method("simclr", MLP(5, width=8), proj_dims=(8, 4)))
-    assert _views_batchable(build_method("byol", SmallCNN(1, width=4, groups=2)))
-    assert _views_batchable(build_method("simclr", ResNet18(1, width=4, norm="group")))
-    assert not _views_batchable(build_method("simclr", ResNet18(1, width=4, norm="batch")))
-    assert not _views_batchable(build_method("simclr", _BatchNormBackbone(5)))
+    assert views_batchable(build_method("simclr", MLP(5, width=8), proj_dims=(8, 4)))
+    assert views_batchable(build_method("byol", SmallCNN(1, width=4, groups=2)))
+    assert views_batchable(build_method("simclr", ResNet18(1, width=4, norm="group")))
+    assert not views_batchable(build_method("simclr", ResNet18(1, width=4, norm="batch")))
+    assert not views_batchable(build_method("simclr", _BatchNormBackbone(5)))
 
     class OwnLoss(SimCLR):
         def loss(self, params, a, b, targets=None):
             return super().loss(params, b, a, targets)
 
-    assert not _views_batchable(OwnLoss(MLP(5, width=8), (8, 4)))
+    assert not views_batchable(OwnLoss(MLP(5, width=8), (8, 4)))
+
+    class Redeclared(MLP):  # a subclass may change forward: row-wise only if it says so
+        pass
+
+    assert not views_batchable(build_method("simclr", Redeclared(5, width=8), proj_dims=(8, 4)))
+    Redeclared.rowwise = True
+    assert views_batchable(build_method("simclr", Redeclared(5, width=8), proj_dims=(8, 4)))
 
 
 def test_a_backbone_with_batch_statistics_keeps_its_views_apart():
-    def trainer() -> Trainer:
+    def trainer(fast_path: bool) -> Trainer:
         torch.manual_seed(0)
         m = build_method("simclr", _BatchNormBackbone(5), proj_dims=(8, 4)).double()
         cfg = GeSSLConfig(tasks_per_step=3, inner_steps=2, sigma_weight=0.5)
-        return Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6)
+        return Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6, fast_path=fast_path)
 
-    fast, ref = trainer(), trainer()
-    fast.factored.worth = 0
-    ref.factored = None
-    assert not fast.factored.joint
+    fast, ref = trainer(True), trainer(False)
+    fast.outer_step.plan.worth = 0
+    assert not fast.outer_step.joint
     _assert_same(fast, ref)
 
 
@@ -170,19 +175,26 @@ class _WeightPenalty(SimCLR):
         return type(out)(out.loss + penalty, out.terms)
 
 
-def test_another_use_of_a_factored_weight_falls_back_to_the_reference():
-    def trainer() -> Trainer:
+def test_another_use_of_a_factored_weight_falls_back_to_the_reference(caplog):
+    def trainer(fast_path: bool) -> Trainer:
         torch.manual_seed(0)
         m = _WeightPenalty(MLP(5, width=8, activation="tanh"), (8, 4)).double()
         cfg = GeSSLConfig(tasks_per_step=3, inner_steps=2, sigma_weight=0.5)
-        return Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6)
+        return Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6, fast_path=fast_path)
 
-    fast, ref = trainer(), trainer()
-    fast.factored.worth = 0
-    ref.factored = None
+    fast, ref = trainer(True), trainer(False)
+    fast.outer_step.plan.worth = 0
     batch = ref.sample()
-    (got, _), (want, _) = fast.task_gradients(batch), ref.task_gradients(batch)
-    assert not fast.factored.enabled  # detected on the first step, off from then on
+    with caplog.at_level("WARNING", logger="gessl.trainer"):
+        (got, _), (want, _) = fast.task_gradients(batch), ref.task_gradients(batch)
+    # detected on the first step, off from then on; the reason is logged and kept
+    assert not fast.outer_step.plan.enabled and fast.path == "reference"
+    reason = "a factored weight reaches"
+    assert reason in fast.outer_step.fallback
+    assert fast.outer_step.describe()["fallback"] == fast.outer_step.fallback
+    assert [r.getMessage() for r in caplog.records if reason in r.getMessage()] == [
+        f"GeSSL fast path off ({fast.outer_step.fallback}); the reference path runs from now on"
+    ]
     for name, g in want.items():
         torch.testing.assert_close(got[name], g, rtol=1e-12, atol=1e-14)
     assert float(want["projector.3.weight"].abs().max()) > 1e-3
@@ -200,15 +212,14 @@ class _ShapeReader(SimCLR):
 
 
 def test_reading_a_factored_weights_shape_keeps_the_fast_path():
-    def trainer() -> Trainer:
+    def trainer(fast_path: bool) -> Trainer:
         torch.manual_seed(0)
         m = _ShapeReader(MLP(5, width=8, activation="tanh"), (8, 4)).double()
         cfg = GeSSLConfig(tasks_per_step=3, inner_steps=2, sigma_weight=0.5)
-        return Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6)
+        return Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6, fast_path=fast_path)
 
-    fast, ref = trainer(), trainer()
-    fast.factored.worth = 0
-    ref.factored = None
+    fast, ref = trainer(True), trainer(False)
+    fast.outer_step.plan.worth = 0
     _assert_same(fast, ref)
 
 
@@ -223,8 +234,9 @@ def test_reading_a_factored_weights_shape_keeps_the_fast_path():
 )
 def test_the_fast_path_does_not_apply(cfg):
     tr = make_trainer(**cfg)
-    assert tr.factored is None
-    assert build_factored_path(tr.method, tr.cfg, tr.adapt_names) is None
+    assert tr.outer_step.fast is None and tr.outer_step.plan is None
+    tr.train_step()
+    assert tr.path == ("plain" if cfg.get("mode") == "plain" else "reference")
 
 
 def test_one_sgd_step_is_the_same_on_both_paths():
@@ -254,14 +266,12 @@ def test_fast_path_under_bf16_autocast(order):
         cfg = GeSSLConfig(
             tasks_per_step=3, inner_steps=2, sigma_weight=0.5, order=order, precision=precision
         )
-        tr = Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6)
+        tr = Trainer(m, GaussianLatentTasks(dim=5), cfg, n_samples=6, fast_path=fast)
         if fast:
-            tr.factored.worth = 0
-        else:
-            tr.factored = None
+            tr.outer_step.plan.worth = 0
         with autocast(tr.device, precision):
             g, _ = tr.task_gradients(tr.sample())
-        assert not fast or tr.factored.enabled
+        assert tr.path == ("factored" if fast else "reference")
         return torch.cat([g[k].flatten() for k in sorted(g)])
 
     want = gradient("float32", fast=False)

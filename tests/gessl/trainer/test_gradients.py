@@ -11,7 +11,7 @@ from gessl.data import GaussianLatentTasks
 from gessl.methods import available_methods, build_method
 from gessl.models import MLP
 from gessl.sigma import kl_rows
-from gessl.tasks import task_logits
+from gessl.tasks import TaskBatch, task_logits
 from gessl.trainer import GeSSLConfig, Trainer
 from tests.gessl.trainer.helpers import make_trainer, mean_gradient, mean_objective
 
@@ -248,25 +248,26 @@ def test_split_first_order_equals_the_nested_objective(method, adapt):
     """The trainer's cheap un-nested first-order path gives the nested objective's gradients."""
     from torch.func import grad
 
-    tr = make_trainer(method, inner_steps=2, lookahead_steps=1, sigma_weight=0.6, adapt=adapt)
-    assert tr.split is not None
+    tr = make_trainer(
+        method, inner_steps=2, lookahead_steps=1, sigma_weight=0.6, adapt=adapt, fast_path=False
+    )
     batch = tr.sample()
+    calls = []
+    inner = tr.outer_step.reference.inner
+    tr.outer_step.reference.inner = lambda *a, **k: calls.append(1) or inner(*a, **k)
     got, aux = tr.task_gradients(batch)
+    assert calls and tr.path == "reference"  # the split form ran
     phi = {k: v.detach() for k, v in tr.method.online_params().items()}
     adapt_p = {k: phi[k] for k in tr.adapt_names}
     fixed_p = {k: phi[k] for k in tr.fixed_names}
     targets = tr._targets(batch)
     want: dict[str, torch.Tensor] = {}
     losses = []
+    nested = tr.outer_step.reference.nested
     for i in range(batch.n_tasks):
-        task = {
-            "sa": batch.support_a[i],
-            "sb": batch.support_b[i],
-            "qa": batch.query_a[i],
-            "qb": batch.query_b[i],
-        }
-        (ga, gf), a = grad(tr.objective, argnums=(0, 1), has_aux=True)(
-            adapt_p, fixed_p, {}, task, {k: v[i] for k, v in targets.items()}
+        task = TaskBatch.of_views([v[i] for v in batch.views()])
+        (gf, ga), a = grad(nested, argnums=(0, 1), has_aux=True)(
+            fixed_p, adapt_p, {}, task, {k: v[i] for k, v in targets.items()}
         )
         for k, v in {**ga, **gf}.items():
             want[k] = want.get(k, 0) + v

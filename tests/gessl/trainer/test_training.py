@@ -47,7 +47,7 @@ def test_every_method_trains_with_gessl(method, backbone):
         {"order": "second"},
         {"adapt": "projector"},
         {"threshold": "learned"},
-        {"kl_direction": "target_model"},
+        {"kl_direction": "sigma_excess"},
         {"batching": "loop"},
         {"mode": "plain"},
         {"optimizer": "sgd", "outer_lr": 0.05},

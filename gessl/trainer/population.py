@@ -1,0 +1,244 @@
+"""Population training: S seeds of one configuration trained as one batched computation.
+
+A small model's outer step costs per-operation overhead, not arithmetic, so training S seeds one
+after the other pays that overhead S times. Here every parameter is stacked along a leading seed
+axis and one outer step of all seeds is one computation: ``torch.func.vmap`` over the seeds of
+:meth:`gessl.trainer.step.OuterStep.gradients`, which itself maps over the tasks — the same
+per-task objective, on the same path (reference or factored), as a single
+:class:`~gessl.trainer.Trainer`. Adam and SGD are elementwise, so one optimiser over the stacked
+parameters is exactly S independent optimisers, and the gradient of a sum of independent
+per-seed losses is each seed's gradient.
+
+**Equal to S separate runs.** Member ``s`` starts from ``methods[s]``'s parameters (build it
+exactly as its separate run would, e.g. after ``torch.manual_seed(seed)``), draws its tasks from
+its own generator seeded with ``seeds[s]`` on the trainer's device (the stream a separate
+:class:`Trainer` with ``cfg.seed = seeds[s]`` draws), and takes the same steps; float64 results
+agree with separate runs to rounding (``tests/gessl/trainer/test_population.py``).
+
+**Divergence per seed.** A member whose loss terms turn non-finite stops there — its parameters
+stay those before the failing update, as a separate run's would when it raises
+:class:`~gessl.trainer.NonFiniteLossError` — and the others go on; :attr:`diverged` holds each
+member's message (``None`` while it trains).
+
+Applies to methods without momentum encoders, queues or centers (their state would need a seed
+axis too) and without the threshold network; a one-line ``ValueError`` says so otherwise.
+Checkpoints are not written: a population is meant for many small, short runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.func import vmap
+from torch.utils._pytree import tree_map
+
+from gessl.devices import autocast, enable_tf32, resolve_device
+from gessl.losses import no_value_checks
+from gessl.methods.base import Method
+from gessl.tasks import TaskBatch, TaskSampler
+from gessl.trainer.config import GeSSLConfig
+from gessl.trainer.step import OuterStep
+
+__all__ = ["PopulationTrainer"]
+
+StepLog = dict[str, float]
+
+
+def _check_members(methods: Sequence[Method], seeds: Sequence[int], cfg: GeSSLConfig) -> None:
+    if not methods:
+        raise ValueError("a population needs at least one member (methods is empty)")
+    if len(seeds) != len(methods):
+        raise ValueError(f"seeds: one per method, got {len(seeds)} seeds for {len(methods)}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ (each member draws its own task stream): {seeds}")
+    first = methods[0]
+    shapes = {k: (v.shape, v.dtype) for k, v in first.online_params().items()}
+    for i, m in enumerate(methods):
+        if type(m) is not type(first) or m.options != first.options:
+            raise ValueError(f"methods[{i}] is not the same method and options as methods[0]")
+        if {k: (v.shape, v.dtype) for k, v in m.online_params().items()} != shapes:
+            raise ValueError(f"methods[{i}] has other parameters than methods[0]")
+    own = type(first)
+    if own.targets is not Method.targets or own.update_state is not Method.update_state:
+        raise ValueError(
+            f"population training needs a method without momentum encoders, queues or centers; "
+            f"{first.name!r} has state: train its seeds one by one with Trainer"
+        )
+    if cfg.threshold != "none":
+        raise ValueError("population training supports threshold='none' only")
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ValueError("population training runs in one process (no torchrun)")
+
+
+class PopulationTrainer:
+    """Train S seeds of one configuration at once (see the module docstring).
+
+    Args:
+        methods: one method per member, of the same class, options and parameter shapes; their
+            parameters are the members' initialisations (moved to ``device``).
+        sampler: the task sampler, or one per member (e.g. each member's own task pool).
+        cfg: the options shared by every member (its ``seed`` is replaced by ``seeds[s]``).
+        seeds: one per member: seeds the member's task stream (as ``cfg.seed`` does for a
+            :class:`~gessl.trainer.Trainer`).
+        n_samples: N, samples per task.
+        device: as for :class:`~gessl.trainer.Trainer`.
+        fast_path: as for :class:`~gessl.trainer.Trainer`.
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[Method],
+        sampler: TaskSampler | Sequence[TaskSampler],
+        cfg: GeSSLConfig,
+        seeds: Sequence[int],
+        n_samples: int = 16,
+        device: str | torch.device | None = None,
+        fast_path: bool = True,
+    ) -> None:
+        _check_members(methods, seeds, cfg)
+        self.device = resolve_device(device)
+        enable_tf32(self.device)
+        self.methods = list(methods)
+        for m in self.methods:
+            m.to(self.device)
+        self.seeds, self.cfg, self.n_samples = list(seeds), cfg, n_samples
+        samplers = list(sampler) if isinstance(sampler, (list, tuple)) else [sampler] * len(seeds)
+        if len(samplers) != len(seeds):
+            raise ValueError(f"sampler: one, or one per member ({len(seeds)}), got {len(samplers)}")
+        self.samplers = samplers
+        self.configs = [replace(cfg, seed=s) for s in self.seeds]
+        self.generators = [torch.Generator(device=self.device).manual_seed(s) for s in self.seeds]
+        template = self.methods[0]
+        self.dtype = next(template.parameters()).dtype
+        self.params = {
+            k: torch.stack([m.online_params()[k].detach() for m in self.methods]).requires_grad_()
+            for k in template.online_params()
+        }
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+        self.optimizer = opt_cls(
+            list(self.params.values()), lr=cfg.outer_lr, weight_decay=cfg.weight_decay
+        )
+        self.outer_step = OuterStep(template, cfg, None, fast_path)
+        self.step = 0
+        self.steps = [0] * len(self.seeds)
+        self.diverged: list[str | None] = [None] * len(self.seeds)
+        self.history: list[list[StepLog]] = [[] for _ in self.seeds]
+
+    @property
+    def size(self) -> int:
+        """S, the number of members."""
+        return len(self.seeds)
+
+    @property
+    def path(self) -> str:
+        """``"population/<path>"``: the members' gradient path (:mod:`gessl.trainer.step`)."""
+        return f"population/{self.outer_step.path}"
+
+    @property
+    def alive(self) -> list[bool]:
+        return [d is None for d in self.diverged]
+
+    def sample(self) -> TaskBatch:
+        """The next M tasks of every member, stacked: views ``[S, M, N, ...]``."""
+        m, n = self.cfg.tasks_per_step, self.n_samples
+        batches = [
+            s.sample(m, n, g).to(self.device, self.dtype)
+            for s, g in zip(self.samplers, self.generators)
+        ]
+        return tree_map(lambda *views: torch.stack(views), *batches)
+
+    def train_step(self, batch: TaskBatch | None = None) -> list[StepLog | None]:
+        """One outer step of every member still training; returns each member's log (``None``
+        for a member that had diverged before, or diverges at this step)."""
+        start = time.perf_counter()
+        batch = self.sample() if batch is None else batch
+        phi = {k: v.detach() for k, v in self.params.items()}
+        step = self.outer_step
+
+        def one(p: dict[str, Tensor], b: TaskBatch) -> tuple[Any, Any]:
+            return step.gradients(p, {}, b, {})
+
+        with autocast(self.device, self.cfg.precision), no_value_checks():
+            sums, aux = vmap(one)(phi, batch)
+        m = self.cfg.tasks_per_step
+        means = {k: v.detach().mean(dim=1) for k, v in aux.items()}  # [S] per term
+        logs: list[StepLog | None] = []
+        for s in range(self.size):
+            if self.diverged[s] is not None:
+                logs.append(None)
+                continue
+            log = {k: float(v[s]) for k, v in means.items()}
+            bad = [k for k, v in log.items() if not np.isfinite(v)]
+            if bad:
+                self.diverged[s] = (
+                    f"non-finite {bad[0]} = {log[bad[0]]} at outer step {self.steps[s] + 1}; "
+                    "training stopped before the update"
+                )
+                logs.append(None)
+                continue
+            logs.append(log)
+        frozen = torch.tensor([d is not None for d in self.diverged], device=self.device)
+        kept = {k: v.detach()[frozen].clone() for k, v in self.params.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        for name, p in self.params.items():
+            g = (sums[name] / m).to(p.dtype)
+            mask = frozen.reshape(-1, *([1] * (g.dim() - 1)))
+            p.grad = torch.where(mask, torch.zeros_like(g), g)
+        self.optimizer.step()
+        if bool(frozen.any()):  # a stopped member keeps its parameters
+            with torch.no_grad():
+                for k, v in self.params.items():
+                    v[frozen] = kept[k]
+        self.step += 1
+        seconds = time.perf_counter() - start
+        for s, log in enumerate(logs):
+            if log is not None:
+                self.steps[s] += 1
+                log.update(step=float(self.steps[s]), seconds=seconds)
+                self.history[s].append(log)
+        return logs
+
+    def fit(
+        self,
+        steps: int,
+        progress: bool = True,
+        callback: Callable[[list[StepLog | None]], None] | None = None,
+    ) -> list[list[StepLog]]:
+        """Run ``steps`` outer steps (fewer if every member diverged); writes the parameters
+        back into the members' methods (:meth:`sync`)."""
+        from gessl.progress import progress as progress_bar
+
+        bar = progress_bar(
+            range(steps), enabled=progress, desc=f"{self.cfg.mode} ×{self.size}", unit="step"
+        )
+        for _ in bar:
+            if not any(self.alive):
+                break
+            logs = self.train_step()
+            live = [log for log in logs if log is not None]
+            if live:
+                bar.set_postfix(loss=f"{np.mean([lg['loss'] for lg in live]):.4f}")
+            if callback is not None:
+                callback(logs)
+        bar.close()
+        self.sync()
+        return self.history
+
+    def member_params(self, s: int) -> dict[str, Tensor]:
+        """Member ``s``'s parameters (detached views into the stack)."""
+        return {k: v.detach()[s] for k, v in self.params.items()}
+
+    def sync(self) -> list[Method]:
+        """Copy the stacked parameters into the members' methods; returns them."""
+        with torch.no_grad():
+            for s, method in enumerate(self.methods):
+                for k, p in method.online_params().items():
+                    p.copy_(self.params[k][s])
+        return self.methods
