@@ -31,10 +31,10 @@ __all__ = [
     "MAP_MEASURES",
     "PROFILES",
     "assemble",
-    "seed_results",
     "cells",
     "map_id",
     "plan",
+    "seed_results",
     "shard_of",
 ]
 
