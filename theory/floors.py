@@ -25,10 +25,10 @@ iterations are spent, or a round improves the value by less than 1e-12 relative.
 reachable fit that has not met the gradient test by then is polished by a trust-region Newton
 method with the exact Hessian (SciPy's ``trust-exact``, Conn, Gould & Toint 2000, ch. 7; the
 Hessian by ``torch.func.jacrev`` of the gradient, up to ``polish_iter`` iterations): these
-families have nearly flat directions (symmetries of the critic) along which L-BFGS crawls. **Convergence
-check:** ``converged`` is true when the gradient or the value test held; otherwise the value is
-an upper estimate of the floor (the fit is non-convex in general and is always an upper estimate
-of the family's true minimum).
+families have nearly flat directions (symmetries of the critic) along which L-BFGS crawls.
+**Convergence check:** ``converged`` is true when the gradient or the value test held; otherwise
+the value is an upper estimate of the floor (the fit is non-convex in general and is always an
+upper estimate of the family's true minimum).
 """
 
 from __future__ import annotations
