@@ -46,7 +46,7 @@ from gessl.methods.base import resolve_critic
 from gessl.models import MLP, ResNet18, SmallCNN
 from gessl.sigma import kl_in_direction, sigma_from_logits
 from gessl.tasks import TaskBatch
-from gessl.trainer import GeSSLConfig, Trainer
+from gessl.trainer import GeSSLConfig, PopulationTrainer, Trainer
 
 ex = make_experiment("benchmark")
 
@@ -60,6 +60,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         ],
         "tasks": [4, 8, 16],
         "peer_grid": 1,  # the `higher` peer at the first grid point (K = λ = 1)
+        "population": {"seeds": 10, "steps": 20, "rounds": 5},
     },
     "full": {
         "rounds": 15,
@@ -68,12 +69,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         ],
         "tasks": [2, 4, 8, 16, 32],
         "peer_grid": 9,
+        "population": {"seeds": 10, "steps": 60, "rounds": 9},
     },
     "tiny": {
         "rounds": 2,
         "grid": [{"inner_steps": 1, "lookahead_steps": 1}],
         "tasks": [4],
         "peer_grid": 1,
+        "population": {"seeds": 3, "steps": 2, "rounds": 2},
     },
     # one CUDA device: ResNet-18 on CIFAR-shaped images, float32 and bf16 (the methods and
     # encoders keys are replaced by the profile's; tasks_per_step × n_samples images per step)
@@ -414,6 +417,49 @@ def batching_costs(
     return rows
 
 
+def population_costs(
+    seeds: int, steps: int, rounds: int, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """S seeds of the fair test's model (:mod:`theory.fair_test`: InfoNCE, two-headed critic, one
+    affine layer, M = 16 tasks of N = 16) trained for ``steps`` outer steps as one population
+    (:class:`gessl.trainer.PopulationTrainer`) against a loop of S separate
+    :class:`~gessl.trainer.Trainer` runs, for each arm (plain, meta, GeSSL), interleaved; both
+    include building the trainers and drawing the tasks (what a user pays)."""
+    from theory.fair_test import MODES, FairTest, build_model
+    from theory.task_families import FamilySampler
+
+    test = FairTest()
+    sampler = FamilySampler(test.task_family)
+    members = list(range(seeds))
+    fns: dict[str, Callable[[], Any]] = {}
+    for mode in MODES:
+        cfg = test.config(mode)
+
+        def loop(mode: str = mode) -> None:
+            for s in members:
+                tr = Trainer(build_model(test, s), sampler, test.config(mode, s), 16, device=device)
+                tr.fit(steps, progress=False)
+
+        def population(cfg: GeSSLConfig = cfg) -> None:
+            methods = [build_model(test, s) for s in members]
+            pop = PopulationTrainer(methods, sampler, cfg, members, 16, device=device)
+            pop.fit(steps, progress=False)
+
+        fns[f"{mode} loop"], fns[f"{mode} population"] = loop, population
+    timing = interleaved(fns, rounds, warmup=1, device=device)
+    return [
+        {
+            "arm": mode,
+            "seeds": seeds,
+            "steps": steps,
+            "loop_s": timing[f"{mode} loop"]["median"],
+            "population_s": timing[f"{mode} population"]["median"],
+            "speedup": timing[f"{mode} loop"]["median"] / timing[f"{mode} population"]["median"],
+        }
+        for mode in MODES
+    ]
+
+
 def sigma_cost(m: int, n: int, d: int, rounds: int, device: str = "cpu") -> dict[str, Any]:
     """σ over M tasks of N×N logits against the matmul + log-sum-exp it needs."""
     g = torch.Generator().manual_seed(0)
@@ -596,6 +642,7 @@ def main(
         for row in batching_costs(enc, p["tasks"], n_samples, p["rounds"], dev)
     ]
     sig = [sigma_cost(m, 64, 128, p["rounds"], dev) for m in p["tasks"]]
+    pop = population_costs(**p["population"], device=dev)
     mem_configs = [
         {"method": "simclr", "encoder": "mlp", "M": tasks_per_step, "N": n_samples, **extra}
         for extra in (
@@ -662,6 +709,8 @@ def main(
             (r["speedup"] for r in batching if r["encoder"] == "mlp" and r["M"] >= 8), default=None
         ),
         "sigma_worst_ratio_to_floor": max(r["ratio"] for r in sig),
+        "population_min_speedup": min(r["speedup"] for r in pop),
+        **{f"population_speedup_{r['arm']}": r["speedup"] for r in pop},
         "bounds_quick_seconds": bounds_s,
         "higher_peer": peer,
         # the project's step time over the peer's for the same computation (< 1: faster);
@@ -690,6 +739,7 @@ def main(
         "steps": steps,
         "batching": batching,
         "sigma": sig,
+        "population": pop,
         "memory": mem,
         "table": table,
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

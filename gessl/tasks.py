@@ -116,11 +116,11 @@ class Critic:
         if self.name == "two_headed":
             h = z_query.shape[-1] // 2
             z_query, z_candidates = z_query[..., :h], z_candidates[..., h:]
-        # −‖q − c‖² = 2qᵀc − ‖q‖² − ‖c‖², one matrix product (no [n, N, D] difference tensor)
-        cross = z_query @ z_candidates.transpose(-1, -2)
+        # −‖q − c‖² = 2qᵀc − ‖q‖² − ‖c‖²: one matrix product (no [n, N, D] difference tensor),
+        # scaled and added to the norms in the same call (fewer passes over the logits)
         qq = z_query.pow(2).sum(-1, keepdim=True)
         cc = z_candidates.pow(2).sum(-1).unsqueeze(-2)
-        return (2 * cross - qq - cc) / tau
+        return _add_scaled_products((qq + cc) / -tau, z_query, z_candidates, 2 / tau)
 
     def log_probs(self, z_query: Tensor, z_candidates: Tensor) -> Tensor:
         """``log π``: ``log_softmax`` of :meth:`logits` over the candidates."""
@@ -128,6 +128,19 @@ class Critic:
 
     def __str__(self) -> str:
         return f"{self.name}(τ={self.temperature:g})"
+
+
+def _add_scaled_products(base: Tensor, a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """``base + alpha · a bᵀ`` over the last two dims (any leading batch dims) in one fused
+    call (``addmm``/``baddbmm``)."""
+    bt = b.transpose(-1, -2)
+    if a.dim() == 2:
+        return torch.addmm(base, a, bt, alpha=alpha)
+    lead = torch.broadcast_shapes(a.shape[:-2], bt.shape[:-2], base.shape[:-2])
+    a3 = a.expand(*lead, *a.shape[-2:]).reshape(-1, *a.shape[-2:])
+    b3 = bt.expand(*lead, *bt.shape[-2:]).reshape(-1, *bt.shape[-2:])
+    out = base.expand(*lead, a.shape[-2], bt.shape[-1]).reshape(-1, a.shape[-2], bt.shape[-1])
+    return torch.baddbmm(out, a3, b3, alpha=alpha).reshape(*lead, a.shape[-2], bt.shape[-1])
 
 
 def make_critic(critic: str | Critic = "cosine", temperature: float = 1.0) -> Critic:

@@ -81,16 +81,6 @@ class TaskFamily:
     name: ClassVar[str] = "family"
     dim: int
 
-    def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
-        """The parameters of ``tasks`` fresh tasks (leading dim T)."""
-        raise NotImplementedError
-
-    def views_of(
-        self, gen: torch.Generator, params: Tensor, n_samples: int, views: int
-    ) -> tuple[Tensor, ...]:
-        """``views`` independent views ``[T, N, d]`` of N fresh latents per task."""
-        raise NotImplementedError
-
     def bayes_logits(self, u: Tensor, v: Tensor, params: Tensor) -> Tensor:
         """``[T, n, N]`` Bayes logits of anchors ``u [T, n, d]`` against candidates
         ``v [T, N, d]`` (correct up to a per-anchor constant)."""
@@ -99,6 +89,37 @@ class TaskFamily:
     def mutual_information(self, params: Tensor) -> Tensor:
         """``[T]`` mutual information ``I_t(U; V)`` of two views of one sample (nats)."""
         raise NotImplementedError
+
+    # Sampling is split into draws (every random number, from the generator, in a fixed order)
+    # and deterministic maps applied to each task on its own, so that the draws of several
+    # generators can be mapped at once (:meth:`sample_batch_each`) with the same numbers.
+    def draw_params(self, gen: torch.Generator, tasks: int) -> Tensor:
+        """The random numbers of ``tasks`` tasks' parameters (leading dim T)."""
+        raise NotImplementedError
+
+    def make_params(self, raw: Tensor) -> Tensor:
+        """The parameters from :meth:`draw_params`' numbers."""
+        raise NotImplementedError
+
+    def draw_views(
+        self, gen: torch.Generator, tasks: int, n_samples: int, views: int
+    ) -> list[Tensor]:
+        """The random numbers of ``views`` views of N fresh latents per task (leading dim T)."""
+        raise NotImplementedError
+
+    def make_views(self, params: Tensor, raw: list[Tensor]) -> tuple[Tensor, ...]:
+        """The views ``[T, N, d]`` from :meth:`draw_views`' numbers and the tasks' parameters."""
+        raise NotImplementedError
+
+    def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
+        """The parameters of ``tasks`` fresh tasks (leading dim T)."""
+        return self.make_params(self.draw_params(gen, tasks))
+
+    def views_of(
+        self, gen: torch.Generator, params: Tensor, n_samples: int, views: int
+    ) -> tuple[Tensor, ...]:
+        """``views`` independent views ``[T, N, d]`` of N fresh latents per task."""
+        return self.make_views(params, self.draw_views(gen, params.shape[0], n_samples, views))
 
     def sample_views(
         self, gen: torch.Generator, tasks: int, n_samples: int, views: int = 2
@@ -110,6 +131,37 @@ class TaskFamily:
         _count("views", views, 1)
         params = self.sample_params(gen, tasks)
         return self.views_of(gen, params, n_samples, views), params
+
+    def sample_split(
+        self, gen: torch.Generator, tasks: int, n_samples: int
+    ) -> tuple[TaskBatch, Tensor, tuple[Tensor, Tensor]]:
+        """Tasks for measuring adaptation on *new samples*: support views ``(a, b)`` of N
+        latents, query views of N fresh latents of the same task (its parameters), and —
+        labelled as such by its users — two more views of the support's latents (the query of
+        :meth:`sample_batch`, other views of the samples adapted on). Returns the
+        :class:`TaskBatch` (support, new-sample query), the parameters and those two views."""
+        params = self.sample_params(gen, tasks)
+        sa, sb, qa_same, qb_same = self.views_of(gen, params, n_samples, 4)
+        qa, qb = self.views_of(gen, params, n_samples, 2)
+        return TaskBatch(sa, sb, qa, qb), params, (qa_same, qb_same)
+
+    def sample_batch_each(
+        self, gens: list[torch.Generator], tasks: int, n_samples: int
+    ) -> tuple[TaskBatch, Tensor]:
+        """:meth:`sample_batch` for each generator, stacked (views ``[S, T, N, d]``, parameters
+        ``[S, T, ...]``): the same numbers, the transforms of every generator's draws at once."""
+        _count("tasks", tasks, 1)
+        _count("n_samples", n_samples, 1)
+        raw_params, raw_views = [], []
+        for g in gens:  # each generator's numbers in sample_batch's order
+            raw_params.append(self.draw_params(g, tasks))
+            raw_views.append(self.draw_views(g, tasks, n_samples, 4))
+        # the generators' tasks one after another, mapped at once
+        params = self.make_params(torch.cat(raw_params))
+        views = self.make_views(params, [torch.cat(parts) for parts in zip(*raw_views)])
+        s = len(gens)
+        views = tuple(v.reshape(s, tasks, *v.shape[1:]) for v in views)
+        return TaskBatch(*views), params.reshape(s, tasks, *params.shape[1:])
 
     def sample_batch(
         self, gen: torch.Generator, tasks: int, n_samples: int
@@ -137,16 +189,17 @@ class _IsotropicViews(TaskFamily):
         c2 = torch.full_like(params, float(self.latent_scale) ** 2)
         return latent_view_pair(c2, params.pow(2))
 
-    def views_of(
-        self, gen: torch.Generator, params: Tensor, n_samples: int, views: int
-    ) -> tuple[Tensor, ...]:
-        shape = (params.shape[0], n_samples, self.dim)
-        latent = self.latent_scale * torch.randn(shape, generator=gen, device=gen.device, dtype=f64)
+    def draw_views(
+        self, gen: torch.Generator, tasks: int, n_samples: int, views: int
+    ) -> list[Tensor]:
+        # the latents, then each view's noise, in one draw
+        shape = (views + 1, tasks, n_samples, self.dim)
+        return list(torch.randn(shape, generator=gen, device=gen.device, dtype=f64).unbind(0))
+
+    def make_views(self, params: Tensor, raw: list[Tensor]) -> tuple[Tensor, ...]:
+        latent = self.latent_scale * raw[0]
         s = params.to(f64).reshape(-1, 1, 1)
-        return tuple(
-            latent + s * torch.randn(shape, generator=gen, device=gen.device, dtype=f64)
-            for _ in range(views)
-        )
+        return tuple(latent + s * e for e in raw[1:])
 
     def bayes_logits(self, u: Tensor, v: Tensor, params: Tensor) -> Tensor:
         rho, var = self._pair(params.to(u.dtype))
@@ -179,8 +232,11 @@ class HomogeneousTasks(_IsotropicViews):
         _isotropic_checks(self.dim, self.latent_scale)
         _positive("noise", self.noise)
 
-    def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
-        return torch.full((tasks,), float(self.noise), dtype=f64, device=gen.device)
+    def draw_params(self, gen: torch.Generator, tasks: int) -> Tensor:
+        return torch.empty(tasks, 0, dtype=f64, device=gen.device)  # nothing random
+
+    def make_params(self, raw: Tensor) -> Tensor:
+        return torch.full((raw.shape[0],), float(self.noise), dtype=f64, device=raw.device)
 
 
 @dataclass(frozen=True)
@@ -210,9 +266,11 @@ class NoiseLevelTasks(_IsotropicViews):
                 f"noise_high must be >= noise_low, got {self.noise_high!r} < {self.noise_low!r}"
             )
 
-    def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
-        u = torch.rand(tasks, generator=gen, device=gen.device, dtype=f64)
-        return self.noise_low + (self.noise_high - self.noise_low) * u
+    def draw_params(self, gen: torch.Generator, tasks: int) -> Tensor:
+        return torch.rand(tasks, generator=gen, device=gen.device, dtype=f64)
+
+    def make_params(self, raw: Tensor) -> Tensor:
+        return self.noise_low + (self.noise_high - self.noise_low) * raw
 
 
 @dataclass(frozen=True)
@@ -256,24 +314,30 @@ class SubspaceTasks(TaskFamily):
     def cond_var(self) -> float:
         return latent_view_pair(self.latent_scale**2, self.noise**2)[1]
 
-    def sample_params(self, gen: torch.Generator, tasks: int) -> Tensor:
+    def draw_params(self, gen: torch.Generator, tasks: int) -> Tensor:
+        return torch.randn(tasks, self.dim, self.k, generator=gen, device=gen.device, dtype=f64)
+
+    def make_params(self, raw: Tensor) -> Tensor:
         """Haar-random orthonormal frames: QR of a Gaussian matrix with the signs of R's
         diagonal moved into Q (Mezzadri 2007, arXiv math-ph/0609050)."""
-        g = torch.randn(tasks, self.dim, self.k, generator=gen, device=gen.device, dtype=f64)
-        q, r = torch.linalg.qr(g)
+        q, r = torch.linalg.qr(raw)
         return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
 
-    def views_of(
-        self, gen: torch.Generator, params: Tensor, n_samples: int, views: int
-    ) -> tuple[Tensor, ...]:
+    def draw_views(
+        self, gen: torch.Generator, tasks: int, n_samples: int, views: int
+    ) -> list[Tensor]:
+        # the latents w (k numbers per sample), then each view's noise e (d per sample), in one draw
+        t, n, k, d = tasks, n_samples, self.k, self.dim
+        flat = torch.randn(t * n * (k + views * d), generator=gen, device=gen.device, dtype=f64)
+        w, e = flat.split([t * n * k, views * t * n * d])
+        return [w.reshape(t, n, k), *e.reshape(views, t, n, d).unbind(0)]
+
+    def make_views(self, params: Tensor, raw: list[Tensor]) -> tuple[Tensor, ...]:
         basis = params.to(f64)
-        t = basis.shape[0]
         c, s = float(self.latent_scale), float(self.noise)
-        w = c * torch.randn(t, n_samples, self.k, generator=gen, device=gen.device, dtype=f64)
-        latent = w @ basis.transpose(-1, -2)  # x = U w
+        latent = (c * raw[0]) @ basis.transpose(-1, -2)  # x = U w
         out = []
-        for _ in range(views):
-            e = torch.randn(t, n_samples, self.dim, generator=gen, device=gen.device, dtype=f64)
+        for e in raw[1:]:
             pe = (e @ basis) @ basis.transpose(-1, -2)  # P e
             out.append(latent + s * pe + math.sqrt(c * c + s * s) * (e - pe))
         return tuple(out)
@@ -323,6 +387,13 @@ class FamilySampler:
 
     def sample(self, n_tasks: int, n_samples: int, gen: torch.Generator) -> TaskBatch:
         return self.family.sample_batch(gen, n_tasks, n_samples)[0]
+
+    def sample_each(
+        self, n_tasks: int, n_samples: int, gens: list[torch.Generator]
+    ) -> TaskBatch:
+        """:meth:`sample` for each generator, stacked (views ``[S, M, N, d]``): what a
+        :class:`gessl.trainer.PopulationTrainer` draws per step, mapped at once."""
+        return self.family.sample_batch_each(gens, n_tasks, n_samples)[0]
 
 
 class TaskPool:

@@ -2,12 +2,12 @@
 
 A small model's outer step costs per-operation overhead, not arithmetic, so training S seeds one
 after the other pays that overhead S times. Here every parameter is stacked along a leading seed
-axis and one outer step of all seeds is one computation: ``torch.func.vmap`` over the seeds of
-:meth:`gessl.trainer.step.OuterStep.gradients`, which itself maps over the tasks — the same
-per-task objective, on the same path (reference or factored), as a single
-:class:`~gessl.trainer.Trainer`. Adam and SGD are elementwise, so one optimiser over the stacked
-parameters is exactly S independent optimisers, and the gradient of a sum of independent
-per-seed losses is each seed's gradient.
+axis and one outer step of all seeds is one computation
+(:meth:`gessl.trainer.step.OuterStep.gradients` with ``seeds=S``: the S·M (seed, task) pairs
+under one ``vmap``, :mod:`gessl.adapt.batching`): the same per-task objective, on the same path
+(reference or factored), as a single :class:`~gessl.trainer.Trainer`. Adam and SGD are
+elementwise, so one optimiser over the stacked parameters is exactly S independent optimisers,
+and the gradient of a sum of independent per-seed losses is each seed's gradient.
 
 **Equal to S separate runs.** Member ``s`` starts from ``methods[s]``'s parameters (build it
 exactly as its separate run would, e.g. after ``torch.manual_seed(seed)``), draws its tasks from
@@ -30,13 +30,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.func import vmap
 from torch.utils._pytree import tree_map
 
 from gessl.devices import autocast, enable_tf32, resolve_device
@@ -73,6 +71,8 @@ def _check_members(methods: Sequence[Method], seeds: Sequence[int], cfg: GeSSLCo
         )
     if cfg.threshold != "none":
         raise ValueError("population training supports threshold='none' only")
+    if cfg.batching != "vmap":
+        raise ValueError("population training batches its tasks with vmap (batching='vmap')")
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         raise ValueError("population training runs in one process (no torchrun)")
 
@@ -146,8 +146,14 @@ class PopulationTrainer:
         return [d is None for d in self.diverged]
 
     def sample(self) -> TaskBatch:
-        """The next M tasks of every member, stacked: views ``[S, M, N, ...]``."""
+        """The next M tasks of every member, stacked: views ``[S, M, N, ...]``. A sampler shared
+        by every member that has ``sample_each(n_tasks, n_samples, gens)`` draws them in one call
+        (the same numbers as one ``sample`` per member, e.g.
+        :meth:`theory.task_families.FamilySampler.sample_each`)."""
         m, n = self.cfg.tasks_per_step, self.n_samples
+        first = self.samplers[0]
+        if hasattr(first, "sample_each") and all(s is first for s in self.samplers):
+            return first.sample_each(m, n, self.generators).to(self.device, self.dtype)
         batches = [
             s.sample(m, n, g).to(self.device, self.dtype)
             for s, g in zip(self.samplers, self.generators)
@@ -160,13 +166,8 @@ class PopulationTrainer:
         start = time.perf_counter()
         batch = self.sample() if batch is None else batch
         phi = {k: v.detach() for k, v in self.params.items()}
-        step = self.outer_step
-
-        def one(p: dict[str, Tensor], b: TaskBatch) -> tuple[Any, Any]:
-            return step.gradients(p, {}, b, {})
-
         with autocast(self.device, self.cfg.precision), no_value_checks():
-            sums, aux = vmap(one)(phi, batch)
+            sums, aux = self.outer_step.gradients(phi, {}, batch, {}, seeds=self.size)
         m = self.cfg.tasks_per_step
         means = {k: v.detach().mean(dim=1) for k, v in aux.items()}  # [S] per term
         logs: list[StepLog | None] = []

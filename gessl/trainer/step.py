@@ -109,7 +109,7 @@ class OuterStep:
 
     def factored_names(self, phi: Params, batch: TaskBatch, targets: dict[str, Tensor]) -> list:
         """The linear weights the factored path keeps in low-rank form for tasks shaped like
-        ``batch``'s (``[]`` on the reference path)."""
+        ``batch``'s (``[]`` on the reference path); ``phi``: one model's parameters."""
         if self.fast is None or self.plan is None or not self.plan.enabled:
             return []
         fast = self.fast
@@ -128,19 +128,42 @@ class OuterStep:
         g_params: Params,
         batch: TaskBatch,
         targets: dict[str, Tensor],
+        seeds: int | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Gradients of the sum of the batch's task objectives (names → tensors; the threshold
-        network's under ``threshold.<name>``) and per-task aux values (``[M]`` each)."""
-        b = self.cfg.batching
+        network's under ``threshold.<name>``) and per-task aux values (``[M]`` each).
+
+        With ``seeds=S`` (a population, :class:`gessl.trainer.PopulationTrainer`): ``phi`` and
+        ``g_params`` hold one value per model (leaves ``[S, ...]``) and the batch's views and the
+        targets ``[S, M, ...]``; each model's gradients (``[S, ...]``) and aux (``[S, M]``)."""
+        b, one = self.cfg.batching, (phi, batch, targets)
+        if seeds is not None:  # one model's parameters and batch, for the path's plan
+            one = (
+                {k: v[0] for k, v in phi.items()},
+                TaskBatch.of_views([v[0] for v in batch.views()]),
+                {k: v[0] for k, v in targets.items()},
+            )
+            batch = TaskBatch.of_views([v.flatten(0, 1) for v in batch.views()])
+            targets = {k: v.flatten(0, 1) for k, v in targets.items()}
         if self.cfg.mode == "plain":
             (g,), aux = summed_grad(
-                self.plain, 1, (None, 0, 0), phi, batch, targets, nested=False, batching=b
+                self.plain,
+                1,
+                (None, 0, 0),
+                phi,
+                batch,
+                targets,
+                nested=False,
+                batching=b,
+                seeds=seeds,
             )
             return g, {**aux, "loss": aux["ssl"]}
         if self.fast is not None and self.plan is not None and self.plan.enabled:
             try:
-                names = self.factored_names(phi, batch, targets)
-                out = self._gessl(self.fast, tuple(names), phi, g_params, batch, targets)
+                names = self.factored_names(*one)
+                out = self._gessl(
+                    self.fast, tuple(names), phi, g_params, batch, targets, seeds, one
+                )
                 self.path = "factored"
                 return out
             except NotFactorableError as err:
@@ -149,7 +172,7 @@ class OuterStep:
                 LOG.warning("GeSSL fast path off (%s); the reference path runs from now on", err)
         assert self.reference is not None
         self.path = "reference"
-        return self._gessl(self.reference, (), phi, g_params, batch, targets)
+        return self._gessl(self.reference, (), phi, g_params, batch, targets, seeds, one)
 
     def _gessl(
         self,
@@ -159,16 +182,20 @@ class OuterStep:
         g_params: Params,
         batch: TaskBatch,
         targets: dict[str, Tensor],
+        seeds: int | None,
+        one: tuple[Params, TaskBatch, dict[str, Tensor]],
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         cfg, b = self.cfg, self.cfg.batching
-        key = self.key(batch, targets)
+        key = self.key(one[1], one[2])
         shared = {k: phi[k] for k in (*self.fixed_names, *factored)}
         moving = {k: phi[k] for k in self.adapt_names if k not in factored}
         if cfg.order == "first" and obj.threshold_net is None:  # split: two un-nested passes
             inner = partial(obj.inner, factored=factored, key=key)
             states, support = per_task(
-                inner, (None, None, 0, 0), shared, moving, batch, targets, batching=b
+                inner, (None, None, 0, 0), shared, moving, batch, targets, batching=b, seeds=seeds
             )
+            if seeds is not None:
+                support = support.reshape(seeds, -1)
             (gs, gm), aux = summed_grad(
                 partial(obj.outer, factored=factored, key=key),
                 2,
@@ -180,6 +207,7 @@ class OuterStep:
                 states,
                 nested=False,
                 batching=b,
+                seeds=seeds,
             )
             return {**gs, **gm}, {**aux, "support_loss": support.detach()}
         (gs, gm, gg), aux = summed_grad(
@@ -193,6 +221,7 @@ class OuterStep:
             targets,
             nested=True,
             batching=b,
+            seeds=seeds,
         )
         return {**gs, **gm, **{f"threshold.{k}": v for k, v in gg.items()}}, aux
 

@@ -163,6 +163,11 @@ def test_benchmark_records_ratios_and_the_overhead_table(tmp_path):
     assert r["table"]["columns"][-2:] == ["× minimum", "project / higher"]
     assert len(r["table"]["rows"]) == len(names)
     assert all(b["speedup"] > 0 for b in r["batching"])
+    # population rows: one per arm, the speedup the ratio of the two timings
+    assert [p["arm"] for p in r["population"]] == ["plain", "meta", "gessl"]
+    for p in r["population"]:
+        assert p["seeds"] == 3 and p["speedup"] == pytest.approx(p["loop_s"] / p["population_s"])
+    assert r["summary"]["population_min_speedup"] == min(p["speedup"] for p in r["population"])
 
 
 def test_peak_memory_probe_grows_with_second_order():
