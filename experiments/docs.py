@@ -146,7 +146,7 @@ SHARED_KEYS = {
     "evaluation.provider_steps": "steps of the provider's task-specific fine-tuning (at most)",
     "evaluation.report_tasks": "tasks of each kind in the σ report",
     "evaluation.sigma_critic": "the measuring critic: the critic of the task classifier π whose σ "
-    "the report measures (a name of `gessl.tasks.CRITICS`, or \"method\"); named as the σ-term's "
+    'the report measures (a name of `gessl.tasks.CRITICS`, or "method"); named as the σ-term\'s '
     "`gessl.sigma_critic`, chosen apart from training (the one key for it in every experiment)",
     "evaluation.sigma_temperature": "temperature of the measuring critic",
 }

@@ -41,6 +41,7 @@ def config() -> None:
     profile = "quick"  # "quick" (≤ 10 min on 2 cores), "full" (documented), "tiny" (tests)
     families = None  # default: the profile's (homogeneous, subspace, noise_level)
     sweep = None  # {knob: [values]}; default: the profile's
+    panel = None  # {axis: [values]} of dim, signal, encoder_depth, every combination a cell
     seeds = None  # number of paired seeds; default: the profile's
     steps = None  # outer steps of every training; default: the profile's
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
@@ -64,9 +65,16 @@ def _check(config: dict[str, Any]) -> None:
         isinstance(sweep, dict) and all(isinstance(v, list) and v for v in sweep.values())
     ):
         raise UsageError(f"sweep: expected {{knob: [values, ...]}}, got {sweep!r}")
+    panel = config["panel"]
+    if panel is not None and not (
+        isinstance(panel, dict) and all(isinstance(v, list) and v for v in panel.values())
+    ):
+        raise UsageError(f"panel: expected {{axis: [values, ...]}}, got {panel!r}")
     if not isinstance(config["shard"], str):
         raise UsageError(f"shard: expected 'i/n', got {config['shard']!r}")
-    spec = make_spec(**{k: config[k] for k in ("profile", "families", "sweep", "seeds", "steps")})
+    spec = make_spec(
+        **{k: config[k] for k in ("profile", "families", "sweep", "panel", "seeds", "steps")}
+    )
     for cell in cells(spec):
         _fair(spec, cell["family"], cell["options"])
     shard_of(plan(spec), config["shard"])
@@ -76,6 +84,7 @@ def make_spec(
     profile: str,
     families: list[str] | None,
     sweep: dict[str, list[Any]] | None,
+    panel: dict[str, list[Any]] | None,
     seeds: int | None,
     steps: int | None,
 ) -> dict[str, Any]:
@@ -86,9 +95,11 @@ def make_spec(
     return {
         "families": list(families or p["families"]),
         "sweep": {k: list(v) for k, v in (sweep or p["sweep"]).items()},
+        "panel": {k: list(v) for k, v in (p["panel"] if panel is None else panel).items()},
         "seeds": int(seeds or p["seeds"]),
         "steps": int(steps or p["steps"]),
         "outer_lr": p.get("outer_lr", 3e-2),
+        "val_tasks": p["val_tasks"],
         "eval_tasks": p["eval_tasks"],
         "floor_tasks": p["floor_tasks"],
         "tasks_per_step": 16,
@@ -105,19 +116,22 @@ def base_setting() -> dict[str, Any]:
 
     test = FairTest()
     g = test.gessl_config.to_dict()
-    return {k: (test.critic if k == "critic" else g[k]) for k in KNOBS}
+    own = {"critic": test.critic, "dim": test.dim, "signal": test.signal}
+    own["encoder_depth"] = test.encoder_depth
+    return {k: own[k] if k in own else g[k] for k in KNOBS}
 
 
 def _fair(spec: dict[str, Any], family: str, options: dict[str, Any]) -> Any:
     from theory.fair_test import FairTest
 
-    model_keys = ("critic", "temperature", "encoder_depth")
+    model_keys = ("critic", "temperature", "encoder_depth", "dim", "signal")
     gessl = {k: v for k, v in options.items() if k not in model_keys}
     gessl.update(outer_lr=spec["outer_lr"], tasks_per_step=spec["tasks_per_step"])
     return FairTest(
         family=family,
         steps=spec["steps"],
         eval_tasks=spec["eval_tasks"],
+        val_tasks=spec["val_tasks"],
         n_samples=spec["n_samples"],
         gessl=gessl,
         **{k: options[k] for k in model_keys if k in options},
@@ -125,49 +139,82 @@ def _fair(spec: dict[str, Any], family: str, options: dict[str, Any]) -> Any:
 
 
 def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> dict[str, Any]:
-    """One job of :func:`theory.map_grid.plan`: a training run and its evaluations, or a floor
-    fit (shared and per task, both KL directions)."""
-    from theory.fair_test import build_model, eval_tasks, evaluate, fit_floors, train_many
+    """One job of :func:`theory.map_grid.plan`: every seed of one setting trained as one
+    population and each model measured at its own protocols (:mod:`theory.fair_eval`: its
+    calibrated σ of φ, its tuned (K, α), and the cells' fixed (K, α)), or a floor fit (shared and
+    per task, both KL directions)."""
+    from theory.fair_eval import Protocol, measure, task_sets
+    from theory.fair_test import build_model, train_many
+    from theory.floors import fit_floor
 
     start = time.perf_counter()
     test = _fair(spec, job["family"], job["options"])
+    fam, n = test.task_family, test.n_samples
     if job["kind"] == "floor":
         reseed(0)
-        batch, params = eval_tasks(test, 0)
-        floors = fit_floors(test, build_model(test, 0), batch, params, spec["floor_tasks"])
+        _, t = task_sets(fam, 0, 1, spec["eval_tasks"], n)
+        method = build_model(test, 0)
+        critic, k = method.task_critic(), spec["floor_tasks"]
+        floors = {}
+        for direction in ("sigma", "sigma_excess"):
+            q = (t.batch.query_a, t.batch.query_b)
+            shared = fit_floor(method, critic, q, t.lp, direction)
+            floors[f"shared_{direction}"] = shared.to_dict()
+            floors[f"per_task_{direction}"] = fit_floor(
+                method, critic, (q[0][:k], q[1][:k]), t.lp[:k], direction, "per_task",
+                init=shared.params,
+            ).to_dict()  # fmt: skip
         return {
             "kind": "floor",
             "key": job["key"],
             "family": job["family"],
             "options": job["options"],
-            "floors": {k: f.to_dict() for k, f in floors.items()},
+            "floors": floors,
             "seconds": time.perf_counter() - start,
         }
     reseed(job["seeds"][0])
-    runs = {}
-    for seed, trained in zip(
-        job["seeds"], train_many(test, job["mode"], job["seeds"], device=device)
-    ):
-        metrics = {}
-        if not trained.diverged or "blew up" in trained.diverged:  # a blown-up model is measured
-            batch, params = eval_tasks(test, seed)
-            for name, ev in job["evals"].items():
-                t = test.with_options(adapt=ev["adapt"], kl_direction=ev["kl_direction"])
-                metrics[name] = evaluate(
-                    t,
-                    trained.method,
-                    batch,
-                    params,
-                    ev["test_steps"],
-                    ev["test_lr"],
-                    ev["lookahead_steps"],
-                )
-        runs[str(seed)] = {
-            "diverged": trained.diverged,
-            "metrics": metrics,
-            "train_seconds": trained.seconds,
-            "path": trained.path,
-        }
+    trained = train_many(test, job["mode"], job["seeds"], device=device)
+    runs = {str(s): {"diverged": r.diverged, "metrics": {}, "train_seconds": r.seconds,
+                     "path": r.path} for s, r in zip(job["seeds"], trained)}  # fmt: skip
+    # a blown-up model is measured; a non-finite one is not
+    alive = [
+        (s, r)
+        for s, r in zip(job["seeds"], trained)
+        if r.diverged is None or "blew up" in r.diverged
+    ]
+    groups: dict[tuple, list[tuple[str, dict]]] = {}
+    for name, ev in job["evals"].items():  # one measurement per σ-term setting and adaptation
+        groups.setdefault((ev["adapt"], ev["kl_direction"], ev["lookahead_steps"]), []).append(
+            (name, ev)
+        )
+    if alive:
+        sets = {s: task_sets(fam, s, spec["val_tasks"], spec["eval_tasks"], n) for s, _ in alive}
+        method = alive[0][1].method
+        models = [dict(r.method.online_params()) for _, r in alive]
+        for (adapt, direction, lam), evs in groups.items():
+            protocols = [Protocol(ev["test_steps"], ev["test_lr"]) for _, ev in evs]
+            records = measure(
+                method,
+                models,
+                [sets[s][0] for s, _ in alive],
+                [sets[s][1] for s, _ in alive],
+                fixed=protocols,
+                lookahead=lam,
+                kl_direction=direction,
+                names=method.head_names() if adapt == "projector" else None,
+            )
+            for (s, _), rec in zip(alive, records):
+                for (name, _), p in zip(evs, protocols):
+                    fixed = rec["fixed"][p.label]
+                    runs[str(s)]["metrics"][name] = {
+                        "sigma_phi": rec["sigma_phi_raw"],
+                        "sigma_phi_calibrated": rec["sigma_phi_calibrated"],
+                        "sigma_adapted_tuned": rec["sigma_adapted_tuned"],
+                        "sigma_adapted": fixed["sigma_adapted"],
+                        "excess_adapted": fixed["excess_adapted"],
+                        "beta_sigma": rec["beta_sigma"],
+                        "protocol_sigma": rec["protocol_sigma"],
+                    }
     return {
         "kind": "train",
         "key": job["key"],
@@ -180,24 +227,32 @@ def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> 
 
 
 def summary_table(assembled: dict[str, Any]) -> str:
-    """One line per cell: Δσ after adaptation vs plain and vs meta, significance, divergence."""
+    """One line per cell: the primary differences GeSSL − plain (σ of φ calibrated, σ after the
+    tuned adaptation), the one at the cell's own (K, α), significance, divergence."""
+    cols = (
+        ("gessl-plain:sigma_phi_calibrated", "Δσ φ calibrated"),
+        ("gessl-plain:sigma_adapted_tuned", "Δσ adapted, tuned"),
+        ("gessl-plain:sigma_adapted", "Δσ adapted, cell's (K, α)"),
+    )
     head = (
-        f"{'family':12s} {'knob':15s} {'value':>12s}  {'Δσ adapted vs plain':>34s}  "
-        f"{'Δσ adapted vs meta':>34s}  diverged p/m/g"
+        f"{'family':12s} {'knob':15s} {'value':>32s}  "
+        + "  ".join(f"{title:>30s}" for _, title in cols)
+        + "  diverged p/m/g"
     )
     lines = [head, "-" * len(head)]
     for c in assembled["cells"]:
         parts = []
-        for comp in ("gessl-plain", "gessl-meta"):
-            t = c["tests"][f"{comp}:sigma_adapted"]
+        for key, _ in cols:
+            t = c["tests"][key]
             if t["mean"] is None:
                 parts.append(f"— (all {t['diverged']} seeds diverged)")
             else:
                 parts.append(f"{t['mean']:+.4f} (p_Holm {t['p_holm']:.2g}, {t['direction']})")
         div = "/".join(str(c["diverged"][m]) for m in ("plain", "meta", "gessl"))
         lines.append(
-            f"{c['family']:12s} {c['knob']:15s} {c['value']!s:>12s}  {parts[0]:>34s}  "
-            f"{parts[1]:>34s}  {div}"
+            f"{c['family']:12s} {c['knob']:15s} {c['value']!s:>32s}  "
+            + "  ".join(f"{p:>30s}" for p in parts)
+            + f"  {div}"
         )
     return "\n".join(lines)
 
@@ -207,6 +262,7 @@ def main(
     profile: str,
     families: list[str] | None,
     sweep: dict[str, list[Any]] | None,
+    panel: dict[str, list[Any]] | None,
     seeds: int | None,
     steps: int | None,
     jobs: int,
@@ -215,7 +271,7 @@ def main(
     device: str,
     _run: Any,
 ) -> dict[str, Any]:
-    spec = make_spec(profile, families, sweep, seeds, steps)  # validated before the run
+    spec = make_spec(profile, families, sweep, panel, seeds, steps)  # validated before the run
     every = plan(spec)
     mine = shard_of(every, shard)
     mid = map_id(spec)
@@ -270,14 +326,15 @@ def main(
 
                 for png in save_map({"map_id": mid, "spec": spec, **assembled}, tmp, mid):
                     _run.add_artifact(png, os.path.basename(png))
-            lowered = [
-                c
-                for c in assembled["cells"]
-                if c["tests"]["gessl-plain:sigma_adapted"]["direction"] == "lower"
-            ]
+
+            def lower(key: str) -> int:
+                return sum(c["tests"][key]["direction"] == "lower" for c in assembled["cells"])
+
             out.update(
                 cells=len(assembled["cells"]),
-                lower_than_plain=len(lowered),
+                lower_than_plain=lower("gessl-plain:sigma_adapted"),
+                lower_than_plain_calibrated=lower("gessl-plain:sigma_phi_calibrated"),
+                lower_than_plain_tuned=lower("gessl-plain:sigma_adapted_tuned"),
                 diverged_seeds=sum(c["diverged"]["gessl"] for c in assembled["cells"]),
             )
         else:

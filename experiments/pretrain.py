@@ -212,7 +212,7 @@ def main(
         print(f"resuming {parent['path']} at step {parent['step']} of {steps}")
     splits = prepare_data(dataset, data_root, seen_classes, seed)
     model = build_model(method, encoder, width, proj_dims, splits.input_shape, seed, method_options)
-    _, seconds = train(
+    trainer, seconds = train(
         model,
         splits,
         mode,
@@ -229,6 +229,7 @@ def main(
         device=device,
         precision=precision,
     )
+    _run.info["gradient_path"] = trainer.outer_step.describe()  # which path ran, any fallback
     result = evaluate(model, splits, seed=seed, **evaluation)
     _run.info["evaluation"] = result
     metrics = flat_metrics(result)

@@ -141,6 +141,7 @@ def main(
         )
     _run.info["series"] = series
     _run.info["seconds"] = seconds
+    _run.info["gradient_path"] = {m: tr.outer_step.describe() for m, tr in trainers.items()}
     final = {name: s["values"][-1] for name, s in series.items()}
     return {"final": final, "seconds": seconds, "steps": steps}
 

@@ -140,7 +140,14 @@ def claims_summary(runs: list[RunRecord], out: Path) -> list[Path]:
         )
         if repro:
             title += f"; {len(repro)} reproduction claims: " + tally(
-                repro, ("reproduced", "not reproduced", "inconclusive")
+                repro,
+                (
+                    "reproduced",
+                    "not reproduced",
+                    "mixed",
+                    "no practical difference",
+                    "inconclusive",
+                ),
             )
         ax.set_title(title, fontsize=10)
         fig.tight_layout()

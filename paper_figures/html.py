@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from paper_figures.figures import COMMANDS
-from paper_figures.panels import LEVELS, VERDICT_COLORS
+from paper_figures.panels import FLOOR_FALLBACK, LEVELS, VERDICT_COLORS
 from paper_figures.records import RunRecord, latest, read_json
 
 __all__ = ["MAX_EMBED_BYTES", "Skipped", "render_report", "write_report"]
@@ -246,11 +246,13 @@ def sigma_floors(rec: Mapping[str, Any]) -> list[SigmaFloor]:
                 for mode, v in levels.items()
                 if isinstance(v, dict) and _is_number(v.get(key))
             )
+            if fkey not in floors and FLOOR_FALLBACK.get(fkey) in floors:
+                fkey = FLOOR_FALLBACK[fkey]  # the floor that still bounds it on this profile
             floor = floors.get(fkey)
             if isinstance(floor, dict) and "value" in floor:
-                # the key names kind and direction (shared_<dir>, per_task_<dir>)
+                # the key names kind and direction (shared_<dir>, reachable_fixed_<dir>, …)
                 kind, _, direction = fkey.partition("_sigma")
-                floor = {"kind": kind, "direction": "sigma" + direction, **floor}
+                floor = {**floor, "kind": kind, "direction": "sigma" + direction}
             else:
                 floor = None
             if values or floor:

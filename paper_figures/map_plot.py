@@ -1,11 +1,13 @@
 """The heat maps of ``experiments.gessl_map``, drawn from an assembled map (``map_cells.json``).
 
-Rows are the cells of the sweep (one knob varied at a time), columns the task families. Panels:
-(a) Δσ after adaptation, GeSSL − plain; (b) Δsigma_excess after adaptation, GeSSL − plain;
-(c) Δσ after adaptation, GeSSL − meta-learning without the σ-term; (d) the fraction of diverged
-seeds of each mode. A cell whose difference is not significant after Holm's correction across
-the cells of its panel is hatched and marked "n.s."; a cell with diverged seeds is marked "†k".
-The floors of each family × critic are listed under the panels.
+Rows are the cells of the sweep (one knob varied at a time, then the sensitivity panel's
+combinations), columns the task families. Panels: (a) Δσ of φ at each model's calibrated logit
+scale and (b) Δσ after each model's tuned (K, α), GeSSL − plain — the primary comparisons;
+(c) Δσ after the cell's own (K, α), GeSSL − plain; (d) Δσ after the tuned adaptation, GeSSL −
+meta-learning without the σ-term; (e) the fraction of diverged seeds of each mode. A cell whose
+difference is not significant after Holm's correction across the cells of its panel is hatched
+and marked "n.s."; a cell with diverged seeds is marked "†k". The floors of each family × critic
+are listed under the panels.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ __all__ = ["PANELS", "plot_map", "save_map"]
 
 #: (test key, title) of the difference panels
 PANELS = (
-    ("gessl-plain:sigma_adapted", "(a) Δσ after adaptation\nGeSSL − plain"),
-    ("gessl-plain:excess_adapted", "(b) Δsigma_excess after adaptation\nGeSSL − plain"),
-    ("gessl-meta:sigma_adapted", "(c) Δσ after adaptation\nGeSSL − meta (λ=γ=0)"),
+    ("gessl-plain:sigma_phi_calibrated", "(a) Δσ of φ, calibrated\nGeSSL − plain"),
+    ("gessl-plain:sigma_adapted_tuned", "(b) Δσ adapted, tuned (K, α)\nGeSSL − plain"),
+    ("gessl-plain:sigma_adapted", "(c) Δσ adapted, the cell's (K, α)\nGeSSL − plain"),
+    ("gessl-meta:sigma_adapted_tuned", "(d) Δσ adapted, tuned\nGeSSL − meta (λ=γ=0)"),
 )
 
 
@@ -51,7 +54,11 @@ def _floor_lines(assembled: dict[str, Any]) -> list[str]:
         assembled.get("floors", []), key=lambda r: (r["family"], r["options"]["critic"])
     ):
         fl = f["floors"]
-        hidden = " (linear backbone)" if f["options"].get("hidden") else ""
+        o = f["options"]
+        hidden = " (linear backbone)" if o.get("encoder_depth", 1) == 2 else ""
+        for key, short in (("dim", "d"), ("signal", "c")):
+            if o.get(key) is not None:
+                hidden += f", {short} = {o[key]}"
 
         v = {
             key: _floor_text(fl, key)
@@ -136,7 +143,7 @@ def plot_map(assembled: dict[str, Any], title: str = "") -> Figure:
                         fontsize=6,
                     )
         ax.imshow(frac, cmap="Oranges", vmin=0, vmax=1, aspect="auto")
-        ax.set_title(f"(d) diverged seeds of {seeds}\nplain/meta/GeSSL (colour: GeSSL)", fontsize=8)
+        ax.set_title(f"(e) diverged seeds of {seeds}\nplain/meta/GeSSL (colour: GeSSL)", fontsize=8)
         ax.set_xticks(range(len(families)))
         ax.set_xticklabels(families, rotation=20, fontsize=7)
         axes[0].set_yticks(range(len(rows)))
@@ -146,7 +153,7 @@ def plot_map(assembled: dict[str, Any], title: str = "") -> Figure:
             or (
                 f"Where GeSSL lowers σ (map {assembled.get('map_id', '?')}): red = GeSSL higher, "
                 f"blue = lower; hatched = not significant (Holm within each panel); †k = k "
-                f"seeds diverged (left out of the mean, counted in (d)); {seeds} paired seeds\n"
+                f"seeds diverged (left out of the mean, counted in (e)); {seeds} paired seeds\n"
                 "σ = KL(π_model ‖ π*) (the paper's direction), sigma_excess = KL(π* ‖ π_model); "
                 "every model adapted alike: K test-time steps of size α on each task's support "
                 "views"

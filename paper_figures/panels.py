@@ -38,6 +38,8 @@ VERDICT_COLORS = {
     "reproduced": "#2b8a3e",
     "violated": "#c92a2a",
     "not reproduced": "#c92a2a",
+    "mixed": "#9c36b5",  # one KL direction for, the other against
+    "no practical difference": "#5c7cfa",  # significant, below the stated minimum effect
     "inconclusive": "#e67700",
     "error": "#495057",  # the check raised (experiments.bounds records it and goes on)
 }
@@ -124,39 +126,66 @@ def plot_claim(record: dict[str, Any]) -> Figure:
 
 def _extra_panel(ax: Any, extra: dict[str, Any]) -> None:
     for i, s in enumerate(extra.get("series", [])):
-        x, y, _ = _finite(s["x"], s["y"], None)
-        ax.plot(x, y, "o-", color=MEASURED_COLORS[i % len(MEASURED_COLORS)], label=s["label"])
+        x, y, se = _finite(s["x"], s["y"], s.get("se"))
+        color = MODE_COLORS.get(s["label"], MEASURED_COLORS[i % len(MEASURED_COLORS)])
+        ax.plot(x, y, "o-", color=color, label=s["label"], markersize=3.5)
+        if se and all(isinstance(v, (int, float)) and math.isfinite(v) for v in se):
+            ax.errorbar(x, y, yerr=se, fmt="none", ecolor=color, capsize=2, linewidth=0.8)
+    marker = extra.get("marker")
+    if marker:
+        ax.axvline(marker["x"], color="#343a40", linestyle=":", linewidth=1.0)
+        ax.plot([], [], color="#343a40", linestyle=":", label=marker["label"])
     if extra.get("log_x"):
         ax.set_xscale("log")
     xs = sorted({v for s in extra.get("series", []) for v in s["x"]})
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{v:g}" for v in xs])
     ax.minorticks_off()
-    ax.set_title(extra.get("title", ""), fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(extra.get("title", ""), 42)), fontsize=9)
     ax.set_xlabel(extra.get("x_label", "x"))
     ax.set_ylabel(extra.get("y_label", ""))
-    ax.legend(loc="best", frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", frameon=False)
 
 
-#: the measures of a reproduction claim's level panel and the floor each is compared with
+#: the measures of a reproduction claim's level panel and the floor that bounds each: the
+#: family's shared floor for φ, the floor reachable by the fixed protocol's adaptation, the least
+#: reachable floor of the protocols the tuned models chose
 LEVELS = (
-    ("sigma_phi", "σ of φ", "shared_sigma"),
-    ("sigma_adapted", "σ adapted", "per_task_sigma"),
-    ("excess_phi", "sigma_excess\nof φ", "shared_sigma_excess"),
-    ("excess_adapted", "sigma_excess\nadapted", "per_task_sigma_excess"),
+    ("sigma_phi_raw", "σ of φ\nraw", "shared_sigma"),
+    ("sigma_phi_calibrated", "σ of φ\ncalibrated", "shared_sigma"),
+    ("fixed:sigma_adapted", "σ adapted\nfixed (K, α)", "reachable_fixed_sigma"),
+    ("sigma_adapted_tuned", "σ adapted\ntuned (K, α)", "reachable_tuned_sigma"),
+    ("excess_phi_calibrated", "excess of φ\ncalibrated", "shared_sigma_excess"),
+    ("excess_adapted_tuned", "excess adapted\ntuned", "reachable_tuned_sigma_excess"),
 )
+#: where a profile did not fit a floor, the one that still bounds the measure (unlimited
+#: adaptation bounds every adapted σ)
+FLOOR_FALLBACK = {
+    "reachable_tuned_sigma_excess": "per_task_sigma_excess",
+    "reachable_tuned_sigma": "per_task_sigma",
+}
 
 
 def plot_reproduction(record: dict[str, Any]) -> Figure:
     """Left: the paired per-seed differences of every test (one colour per measure), their mean
-    and 95% interval, filled when significant after Holm's correction. Right: the mean level of
-    each mode beside the model family's floor (shared for φ, per task after adaptation)."""
+    and 95% interval, filled when significant after Holm's correction (* primary). Middle: the
+    mean level of each arm beside the floor that bounds it (:data:`LEVELS`). Right (when the
+    record has one): the adaptation-budget curve, σ after k test-time steps at each model's best
+    α, with GeSSL's training K marked."""
     details = record["details"]
     tests = details["tests"]
+    extra = details.get("extra_panel")
     with plt.rc_context(STYLE):
-        fig, (ax, ax2) = plt.subplots(
-            1, 2, figsize=(11.0, 4.6), gridspec_kw={"width_ratios": [3, 2]}
-        )
+        if extra:
+            fig, (ax, ax2, ax3) = plt.subplots(
+                1, 3, figsize=(15.0, 4.8), gridspec_kw={"width_ratios": [3, 2, 1.6]}
+            )
+            _extra_panel(ax3, extra)
+        else:
+            fig, (ax, ax2) = plt.subplots(
+                1, 2, figsize=(11.0, 4.6), gridspec_kw={"width_ratios": [3, 2]}
+            )
         ax.axhline(0.0, color="#343a40", linewidth=0.8)
         for i, t in enumerate(tests):
             color = (MEASURED_COLORS + BOUND_COLORS[2:])[i % (len(MEASURED_COLORS) + 4)]
@@ -180,35 +209,43 @@ def plot_reproduction(record: dict[str, Any]) -> Figure:
                 )
         ax.set_xticks(range(len(tests)))
         ax.set_xticklabels(
-            [("* " if t.get("primary") else "") + _short(t["name"]) for t in tests],
-            rotation=30,
+            [("* " if t.get("primary") else "") + t.get("key", _short(t["name"])) for t in tests],
+            rotation=40,
             ha="right",
-            fontsize=7,
+            fontsize=6.5,
         )
         ax.set_ylabel(record.get("y_label", "paired difference"))
         ax.set_title("per-seed differences; ◆ mean ± 95% CI (filled: Holm p < 0.05)", fontsize=9)
         levels, floors = details.get("levels", {}), details.get("floors", {})
-        width = 0.26
-        for j, mode in enumerate(("plain", "meta", "gessl")):
-            ys = [levels.get(mode, {}).get(key, float("nan")) for key, _, _ in LEVELS]
+        known = {key for lv in levels.values() for key in lv}
+        # the fair test's measures and their floors; another claim's own levels, without floors
+        shown = [row for row in LEVELS if row[0] in known] or [
+            (key, key.replace("_", " "), "") for key in sorted(known)
+        ]
+        modes = [m for m in ("plain", "meta", "gessl") if m in levels]
+        width = 0.78 / max(len(modes), 1)
+        for j, mode in enumerate(modes):
+            ys = [levels.get(mode, {}).get(key, float("nan")) for key, _, _ in shown]
             ax2.bar(
-                [k + (j - 1) * width for k in range(len(LEVELS))],
+                [k + (j - (len(modes) - 1) / 2) * width for k in range(len(shown))],
                 ys,
                 width,
                 color=MODE_COLORS[mode],
                 label={"gessl": "GeSSL", "meta": "meta (λ=γ=0)", "plain": "plain"}[mode],
             )
-        for k, (_, _, fkey) in enumerate(LEVELS):
-            f = floors.get(fkey, {})
+        for k, (_, _, fkey) in enumerate(shown):
+            f = floors.get(fkey) or floors.get(FLOOR_FALLBACK.get(fkey, ""), {})
             v = f.get("value") if isinstance(f, dict) else None
             if isinstance(v, (int, float)):
                 ax2.plot([k - 1.6 * width, k + 1.6 * width], [v, v], color="black", linewidth=2)
-        ax2.plot([], [], color="black", linewidth=2, label="floor of the model family")
-        ax2.set_xticks(range(len(LEVELS)))
-        ax2.set_xticklabels([lab for _, lab, _ in LEVELS], fontsize=7)
+        if any(fkey for _, _, fkey in shown):
+            ax2.plot([], [], color="black", linewidth=2, label="floor of the model family")
+        ax2.set_xticks(range(len(shown)))
+        ax2.set_xticklabels([lab for _, lab, _ in shown], fontsize=6.5)
         ax2.set_ylabel("nats per query")
-        ax2.set_title("levels (mean over seeds) and floors", fontsize=9)
-        ax2.legend(loc="best", frameon=False, fontsize=6.5)
+        ax2.set_title("levels (mean over seeds) and the floors that bound them", fontsize=9)
+        if ax2.get_legend_handles_labels()[0]:
+            ax2.legend(loc="best", frameon=False, fontsize=6.5)
         verdict = record.get("verdict", "?")
         fig.suptitle(
             f"{record.get('claim_id', '?')} (reproduction): {verdict}",

@@ -5,19 +5,18 @@ The setup (``docs/reproduction.md``): the base method is InfoNCE on the N-way ta
 (:class:`gessl.methods.catalog.InfoNCE`) with a named critic, on a linear encoder (an identity
 backbone and a one-layer projector to ``2·dim``), so that with the two-headed critic the family
 contains every task's Bayes critic. Three training modes, each from the same initialisation on
-the same task stream (same seed), trained by :class:`gessl.trainer.Trainer`:
+the same task stream (same seed), every seed of an arm trained at once by
+:class:`gessl.trainer.PopulationTrainer` (meta and GeSSL in one population):
 
 * ``plain`` — the base loss on the support and the query views of every task (matched samples);
 * ``meta`` — first-order meta-learning without the σ-term: K inner steps on the support views,
   the base loss on the query views (``lookahead_steps = 0``, ``sigma_weight = 0``);
 * ``gessl`` — the same plus the σ-term ``γ·KL(π_θ ‖ π_θ̃)`` against the λ-step look-ahead θ̃.
 
-Each trained model is measured on fresh tasks of the family (the same tasks for every mode of a
-seed): σ = KL(π_model ‖ π*) — the paper's direction — and sigma_excess = KL(π* ‖ π_model) — the
-excess InfoNCE — per query, of the shared parameters φ and of the task-specific model after K
-test-time SGD steps (step size α) on each task's support views, both models adapted alike; the
-σ-term GeSSL optimises, KL(π_θK ‖ π_θ̃) with θ̃ λ further steps, on the query views; and the task
-accuracy of argmax π. The GeSSL algorithm is our reconstruction (``docs/reconstruction.md``).
+Each trained model is then measured at its own evaluation protocol — its logit scale, its
+test-time (K, α) — against the Bayes posterior of fresh tasks (:mod:`theory.fair_eval`). The
+setting (family, dimension, signal and noise, encoder depth) is a stated argument of
+:class:`FairTest`. The GeSSL algorithm is our reconstruction (``docs/reconstruction.md``).
 """
 
 from __future__ import annotations
@@ -31,45 +30,26 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from gessl.adapt import adapt_tasks
 from gessl.devices import resolve_device
-from gessl.eval.universality import model_log_probs
 from gessl.methods import Method, build_method
 from gessl.models import MLP, Flatten
-from gessl.sigma import kl_in_direction, kl_rows
-from gessl.tasks import Critic, TaskBatch
+from gessl.tasks import Critic
 from gessl.trainer import GeSSLConfig, PopulationTrainer
-from theory.floors import Floor, fit_floor
 from theory.task_families import FAMILIES, FamilySampler, TaskFamily, make_family
 
 __all__ = [
     "BLOW_UP",
-    "MEASURES",
     "MODES",
     "FairTest",
     "build_model",
-    "concat_tasks",
-    "eval_tasks",
-    "evaluate",
-    "fit_floors",
     "train",
+    "train_arms",
     "train_many",
 ]
 
 #: the three training modes, in the order they are compared
 MODES = ("plain", "meta", "gessl")
-#: what :func:`evaluate` measures (σ per query, nats; accuracies in [0, 1])
-MEASURES = (
-    "sigma_phi",
-    "excess_phi",
-    "sigma_adapted",
-    "excess_adapted",
-    "sigma_term",
-    "accuracy_phi",
-    "accuracy_adapted",
-)
 
 
 #: the fair test's GeSSL setting: overrides of :class:`gessl.trainer.GeSSLConfig`'s defaults
@@ -282,29 +262,62 @@ def train_many(
     outer loss of its last five steps exceeds ``BLOW_UP · log N`` — worse than a collapsed
     encoder. A diverged run is marked, counted and shown by its callers, never dropped silently.
     """
+    return train_arms(test, (mode,), seeds, samplers, device)[mode]
+
+
+def train_arms(
+    test: FairTest,
+    modes: Sequence[str],
+    seeds: Sequence[int],
+    samplers: Any = None,
+    device: str | None = None,
+) -> dict[str, list[Trained]]:
+    """:func:`train_many` for several arms; ``meta`` and ``gessl`` train in *one* population
+    when both are asked for (meta-learning without σ-term is GeSSL with γ = 0: the same graph,
+    exactly; :class:`gessl.trainer.PopulationTrainer` ``sigma_weights``)."""
     seeds = list(seeds)
-    sampler = samplers if samplers is not None else FamilySampler(test.task_family)
     device = device if device is not None else _TRAINING_DEVICE.get()
-    pop = PopulationTrainer(
-        [build_model(test, s) for s in seeds],
-        sampler,
-        test.config(mode),
-        seeds,
-        n_samples=test.n_samples,
-        device=device,
-    )
-    start = time.perf_counter()
-    pop.fit(test.steps, progress=False)
-    share = (time.perf_counter() - start) / len(seeds)
-    limit = BLOW_UP * math.log(test.n_samples)
-    out = []
-    for method, history, diverged in zip(pop.methods, pop.history, pop.diverged):
-        method.to("cpu")
-        tail = [h["loss"] for h in history[-5:]]
-        last = sum(tail) / len(tail) if tail else float("nan")
-        if diverged is None and last > limit:
-            diverged = f"blew up: final outer loss {last:.4g} > {BLOW_UP:g}·log N = {limit:.3g}"
-        out.append(Trained(method, share, diverged, last, pop.path))
+    groups: list[tuple[str, ...]] = []
+    if "meta" in modes and "gessl" in modes and test.gessl_config.sigma_weight > 0:
+        groups.append(("meta", "gessl"))
+    groups += [(m,) for m in modes if not any(m in g for g in groups)]
+    out: dict[str, list[Trained]] = {}
+    for group in groups:
+        members = [(mode, s, i) for mode in group for i, s in enumerate(seeds)]
+        if samplers is None:
+            sampler: Any = FamilySampler(test.task_family)
+            if len(group) > 1:
+                sampler = [sampler] * len(members)  # one sampler object: drawn at once
+        elif isinstance(samplers, (list, tuple)):
+            sampler = [samplers[i] for _, _, i in members]
+        else:
+            sampler = [samplers] * len(members) if len(group) > 1 else samplers
+        weights = None
+        if len(group) > 1:
+            gamma = test.gessl_config.sigma_weight
+            weights = [0.0 if mode == "meta" else gamma for mode, _, _ in members]
+        pop = PopulationTrainer(
+            [build_model(test, s) for _, s, _ in members],
+            sampler,
+            test.config(group[-1]),
+            [s for _, s, _ in members],
+            n_samples=test.n_samples,
+            device=device,
+            sigma_weights=weights,
+        )
+        start = time.perf_counter()
+        pop.fit(test.steps, progress=False)
+        share = (time.perf_counter() - start) / len(members)
+        limit = BLOW_UP * math.log(test.n_samples)
+        runs = zip(members, pop.methods, pop.history, pop.diverged)
+        for (mode, _, _), method, history, diverged in runs:
+            method.to("cpu")
+            tail = [h["loss"] for h in history[-5:]]
+            last = sum(tail) / len(tail) if tail else float("nan")
+            if diverged is None and last > limit:
+                diverged = f"blew up: final outer loss {last:.4g} > {BLOW_UP:g}·log N = {limit:.3g}"
+            path = pop.path + (" (with the meta arm, γ = 0)" if len(group) > 1 else "")
+            out.setdefault(mode, []).append(Trained(method, share, diverged, last, path))
     return out
 
 
@@ -313,95 +326,3 @@ def train(
 ) -> Trained:
     """:func:`train_many` for one seed."""
     return train_many(test, mode, [seed], sampler, device)[0]
-
-
-def eval_tasks(test: FairTest, seed: int, tasks: int | None = None) -> tuple[TaskBatch, Tensor]:
-    """The fresh evaluation tasks of a seed (float64): the same for every mode of that seed."""
-    gen = torch.Generator().manual_seed(1_000_003 * (seed + 1) + 7)
-    return test.task_family.sample_batch(gen, tasks or test.eval_tasks, test.n_samples)
-
-
-def concat_tasks(parts: list[tuple[TaskBatch, Tensor]]) -> tuple[TaskBatch, Tensor]:
-    """One batch (and parameters) of the tasks of several ``(batch, params)`` pairs."""
-    names = ("support_a", "support_b", "query_a", "query_b")
-    batch = TaskBatch(*(torch.cat([getattr(b, f) for b, _ in parts]) for f in names))
-    return batch, torch.cat([p for _, p in parts])
-
-
-def evaluate(
-    test: FairTest,
-    method: Method,
-    batch: TaskBatch,
-    task_params: Tensor,
-    test_steps: int | None = None,
-    test_lr: float | None = None,
-    lookahead_steps: int | None = None,
-) -> dict[str, float]:
-    """Every measure of :data:`MEASURES` on the tasks of ``batch`` (σ per query, nats), with
-    ``test_steps`` K SGD steps of size ``test_lr`` α on the support views for the adapted model
-    (defaults: the test's K and α; the head only with ``adapt="projector"``) and
-    ``lookahead_steps`` λ more for the σ-term's target."""
-    g = test.gessl_config
-    k = g.inner_steps if test_steps is None else test_steps
-    lr = g.inner_lr if test_lr is None else test_lr
-    lam = g.lookahead_steps if lookahead_steps is None else lookahead_steps
-    family = test.task_family
-    n = batch.n_samples
-    lp_bayes = family.bayes_log_probs(batch.query_a, batch.query_b, task_params)
-    phi = {k_: v.detach().to(torch.float64) for k_, v in method.online_params().items()}
-    names = method.head_names() if g.adapt == "projector" else None  # adapted as trained
-    adapted, _ = adapt_tasks(method, batch, k, lr, start=phi, names=names)
-    # θ̃: λ more steps from θ_K, i.e. K + λ deterministic full-batch steps from φ
-    target, _ = adapt_tasks(method, batch, k + lam, lr, start=phi, names=names)
-    critic, qa, qb = method.task_critic(), batch.query_a, batch.query_b
-    lp_phi = model_log_probs(method, phi, qa, qb, critic, batched_params=False)
-    lp_ad = model_log_probs(method, adapted, qa, qb, critic, batched_params=True)
-    lp_tg = model_log_probs(method, target, qa, qb, critic, batched_params=True)
-    labels = torch.arange(n)
-
-    def per_query(x: Tensor) -> float:
-        return float(x.sum(-1).mean()) / n
-
-    term = kl_in_direction(lp_ad, lp_tg, g.kl_direction)
-    out = {
-        "sigma_phi": per_query(kl_rows(lp_phi, lp_bayes)),
-        "excess_phi": per_query(kl_rows(lp_bayes, lp_phi)),
-        "sigma_adapted": per_query(kl_rows(lp_ad, lp_bayes)),
-        "excess_adapted": per_query(kl_rows(lp_bayes, lp_ad)),
-        "sigma_term": per_query(term),
-        "accuracy_phi": float((lp_phi.argmax(-1) == labels).double().mean()),
-        "accuracy_adapted": float((lp_ad.argmax(-1) == labels).double().mean()),
-    }
-    return {key: (v if math.isfinite(v) else float("nan")) for key, v in out.items()}
-
-
-def bayes_accuracy(test: FairTest, batch: TaskBatch, task_params: Tensor) -> float:
-    """Task accuracy of the Bayes classifier on the query views."""
-    lp = test.task_family.bayes_log_probs(batch.query_a, batch.query_b, task_params)
-    return float((lp.argmax(-1) == torch.arange(batch.n_samples)).double().mean())
-
-
-def fit_floors(
-    test: FairTest,
-    method: Method,
-    batch: TaskBatch,
-    task_params: Tensor,
-    per_task_tasks: int,
-) -> dict[str, Floor]:
-    """The family's floors on these tasks, both directions: ``shared_<dir>`` on every task
-    (started from ``method``'s parameters), ``per_task_<dir>`` on the first ``per_task_tasks``
-    tasks (started from the shared fit) (:func:`theory.floors.fit_floor`)."""
-    lp = test.task_family.bayes_log_probs(batch.query_a, batch.query_b, task_params)
-    views = (batch.query_a, batch.query_b)
-    critic = method.task_critic()
-    out = {}
-    k = min(per_task_tasks, batch.n_tasks)
-    sub = (views[0][:k], views[1][:k])
-    for direction in ("sigma", "sigma_excess"):
-        shared = fit_floor(method, critic, views, lp, direction, "shared")
-        out[f"shared_{direction}"] = shared
-        # per task, started from the shared fit (a good start for every task)
-        out[f"per_task_{direction}"] = fit_floor(
-            method, critic, sub, lp[:k], direction, "per_task", init=shared.params
-        )
-    return out

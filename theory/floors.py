@@ -16,12 +16,13 @@ family's floor on the same tasks, in the same KL direction (``docs/reproduction.
   of σ *after that adaptation*. It is what a σ after K steps can be compared with; the per-task
   floor is the floor of unlimited adaptation.
 
-**Optimiser.** L-BFGS (``torch.optim.LBFGS``, strong-Wolfe line search, history 20) in float64
-on the σ of the chosen direction, summed over tasks (per-task fits are independent but solved as
-one problem), started from the given parameters. It runs in rounds of up to 100 iterations until
-the largest absolute gradient entry is ≤ ``grad_tol`` (``1e-6``), or the value is ≤
-``value_tol`` per query (``1e-6``: the floor is 0 to optimiser tolerance), or ``max_iter``
-iterations are spent, or a round improves the value by less than 1e-12 relative. A shared or
+**Optimiser.** L-BFGS (SciPy's ``L-BFGS-B`` without bounds, Byrd et al. 1995, history 20) in
+float64 on the σ of the chosen direction, summed over tasks (per-task fits are independent but
+solved as one problem), its gradient from torch's autograd, started from the given parameters.
+It runs until the largest absolute gradient entry is ≤ ``grad_tol`` (``1e-6``), or the value is
+≤ ``value_tol`` per query (``1e-6``: the floor is 0 to optimiser tolerance), or ``max_iter``
+iterations are spent (at most :data:`SHARED_LBFGS` for a shared or reachable fit), or an
+iteration no longer lowers the value (relative change below 1e-15). A shared or
 reachable fit that has not met the gradient test by then is polished by a trust-region Newton
 method with the exact Hessian (SciPy's ``trust-exact``, Conn, Gould & Toint 2000, ch. 7; the
 Hessian by ``torch.func.jacrev`` of the gradient, up to ``polish_iter`` iterations): these
@@ -48,6 +49,9 @@ from gessl.adapt import adapt_tasks
 from gessl.methods.base import Method, Params
 from gessl.sigma import DIRECTIONS, check_direction, kl_in_direction
 from gessl.tasks import Critic, TaskBatch
+
+#: L-BFGS iterations of a shared fit before the Newton polish takes over
+SHARED_LBFGS = 150
 
 __all__ = [
     "DIRECTIONS",
@@ -125,9 +129,7 @@ def fit_floor(
         return kl_in_direction(lf, lp, direction).sum(-1) / n  # [T]: σ per query of each task
 
     start = init if init is not None else method.online_params()
-    fit = minimize_tasks(
-        per_task_sigma, start, t, kind, max_iter, grad_tol, value_tol, polish_iter
-    )
+    fit = minimize_tasks(per_task_sigma, start, t, kind, max_iter, grad_tol, value_tol, polish_iter)
     return Floor(direction=direction, kind=kind, tasks=t, **fit)
 
 
@@ -192,46 +194,53 @@ def minimize_tasks(
     if kind == "per_task":
         base = {k: v.expand(t, *v.shape).clone() for k, v in base.items()}
     names = list(base)
-    leaves = [base[k].clone().requires_grad_(True) for k in names]
-    opt = torch.optim.LBFGS(
-        leaves,
-        lr=1.0,
-        max_iter=100,
-        history_size=20,
-        tolerance_grad=grad_tol,
-        tolerance_change=1e-15,
-        line_search_fn="strong_wolfe",
-    )
+    shapes = [base[k].shape for k in names]
+    sizes = [base[k].numel() for k in names]
     scale = 1.0 if kind == "per_task" else 1.0 / t  # per-task fits: each task's own gradient
+    per = t if kind == "per_task" else 1.0  # the objective over this: σ per query, mean over tasks
 
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = per_task_value(dict(zip(names, leaves))).sum() * scale
-        loss.backward()
-        return loss
+    def unflat(x: Tensor) -> Params:
+        return {k: p.reshape(s) for k, p, s in zip(names, x.split(sizes), shapes)}
 
-    done, previous = 0, math.inf
-    while done < max_iter:
-        opt.step(closure)
-        done = int(opt.state[leaves[0]].get("n_iter", done + 1))
-        value = float(closure().detach())
-        grad_max = max(float(x.grad.abs().max()) for x in leaves)
-        mean_now = value / (t if kind == "per_task" else 1.0)  # σ per query, mean over tasks
-        if grad_max <= grad_tol or mean_now <= value_tol:
-            break
-        if previous - value <= 1e-12 * max(abs(value), 1e-300):
-            break
-        previous = value
-    closure()
-    grad_max = max(float(x.grad.abs().max()) for x in leaves)
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        leaf = torch.from_numpy(x).requires_grad_(True)
+        value = per_task_value(unflat(leaf)).sum() * scale
+        (g,) = torch.autograd.grad(value, leaf)
+        return float(value.detach()), g.numpy()
+
+    def stop_at_zero(intermediate_result: Any) -> None:  # SciPy passes the result by this name
+        if intermediate_result.fun / per <= value_tol:  # the floor is 0 to optimiser tolerance
+            raise StopIteration
+
+    x0 = torch.cat([base[k].flatten() for k in names]).numpy()
+    res = minimize(
+        fun,
+        x0,
+        jac=True,
+        method="L-BFGS-B",
+        callback=stop_at_zero,
+        # a shared fit hands over to the Newton polish after 150 iterations (its flat
+        # directions make L-BFGS crawl); a per-task fit has no polish and takes the budget
+        options={
+            "maxiter": min(max_iter, SHARED_LBFGS)
+            if kind == "shared" and polish_iter
+            else max_iter,
+            "maxcor": 20,
+            "gtol": grad_tol,
+            "ftol": 1e-15,
+        },
+    )
+    x, done = res.x, int(res.nit)
+    _, g = fun(x)
+    grad_max = float(np.abs(g).max())
+    if kind == "shared" and grad_max > grad_tol and res.fun / per > value_tol and polish_iter > 0:
+        x, extra = _polish(per_task_value, unflat, x, grad_tol, polish_iter)
+        done += extra
+        _, g = fun(x)
+        grad_max = float(np.abs(g).max())
     with torch.no_grad():
-        mean_now = float(per_task_value(dict(zip(names, leaves))).mean())
-    if kind == "shared" and grad_max > grad_tol and mean_now > value_tol and polish_iter > 0:
-        done += _polish(per_task_value, names, leaves, grad_tol, polish_iter)
-        closure()
-        grad_max = max(float(x.grad.abs().max()) for x in leaves)
-    with torch.no_grad():
-        final = per_task_value(dict(zip(names, leaves)))
+        fitted = unflat(torch.from_numpy(x))
+        final = per_task_value(fitted)
     mean = float(final.mean())
     se = float(final.std() / math.sqrt(t)) if kind == "per_task" and t > 1 else None
     return {
@@ -240,25 +249,20 @@ def minimize_tasks(
         "iterations": done,
         "grad_max": grad_max,
         "converged": bool(grad_max <= grad_tol or mean <= value_tol),
-        "params": {k: v.detach() for k, v in zip(names, leaves)},
+        "params": {k: v.detach().clone() for k, v in fitted.items()},
     }
 
 
 def _polish(
     per_task_value: Callable[[Params], Tensor],
-    names: list[str],
-    leaves: list[Tensor],
+    unflat: Callable[[Tensor], Params],
+    x0: np.ndarray,
     grad_tol: float,
     max_iter: int,
-) -> int:
-    """Trust-region Newton iterations (SciPy's ``trust-exact``) on the shared parameters, in
-    place; returns the iterations taken. The gradient and the exact Hessian of the mean come from
-    ``torch.func``."""
-    shapes = [x.shape for x in leaves]
-    sizes = [x.numel() for x in leaves]
-
-    def unflat(x: Tensor) -> Params:
-        return {k: p.reshape(s) for k, p, s in zip(names, x.split(sizes), shapes)}
+) -> tuple[np.ndarray, int]:
+    """Trust-region Newton iterations (SciPy's ``trust-exact``) on the shared parameters from
+    ``x0``; the point reached (never above the start) and the iterations taken. The gradient and
+    the exact Hessian of the mean come from ``torch.func``."""
 
     def mean(x: Tensor) -> Tensor:
         return per_task_value(unflat(x)).mean()
@@ -272,7 +276,6 @@ def _polish(
         # torch.jit.script (a DeprecationWarning in torch 2.13)
         return torch.func.jacrev(torch.func.grad(mean))(torch.from_numpy(x)).numpy()
 
-    x0 = torch.cat([x.detach().flatten() for x in leaves]).numpy()
     res = minimize(
         fun,
         x0,
@@ -281,12 +284,8 @@ def _polish(
         method="trust-exact",
         options={"gtol": grad_tol, "maxiter": max_iter},
     )
-    before = float(mean(torch.from_numpy(x0)).detach())
-    if float(res.fun) <= before:  # a trust-region method never ends above its start; guard
-        with torch.no_grad():
-            for leaf, v in zip(leaves, unflat(torch.from_numpy(res.x)).values()):
-                leaf.copy_(v)
-    return int(res.nit)
+    before = fun(x0)[0]
+    return (res.x if float(res.fun) <= before else x0), int(res.nit)
 
 
 def linear_critic_floor(

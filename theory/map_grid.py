@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 #: knob name → the FairTest field(s) it sets (``critic`` also sets the temperature; ``adapt``
-#: ``"projector"`` also adds a linear backbone, so that there is something not to adapt)
+#: ``"projector"`` also adds a linear backbone, so that there is something not to adapt); the
+#: last three are the setting's: the family's dimension d and latent scale c, the encoder's depth
 KNOBS = (
     "inner_lr",
     "inner_steps",
@@ -49,11 +50,24 @@ KNOBS = (
     "adapt",
     "kl_direction",
     "critic",
+    "dim",
+    "signal",
+    "encoder_depth",
 )
+#: the axes of the sensitivity panel: every combination is a cell (knob ``"panel"``)
+PANEL_AXES = ("dim", "signal", "encoder_depth")
 #: the temperature each critic is used at in a map
 CRITIC_TEMPERATURE = {"two_headed": 1.0, "neg_sq_distance": 1.0, "dot": 1.0, "cosine": 0.5}
-#: the measures shown (σ per query after K test-time steps, both directions, and of φ)
-MAP_MEASURES = ("sigma_adapted", "excess_adapted", "sigma_phi")
+#: the measures compared in every cell: the primary two — σ of φ at each model's calibrated logit
+#: scale and σ after each model's tuned (K, α) (:mod:`theory.fair_eval`) — then σ and
+#: sigma_excess after the cell's own (K, α) and the raw σ of φ
+MAP_MEASURES = (
+    "sigma_phi_calibrated",
+    "sigma_adapted_tuned",
+    "sigma_adapted",
+    "excess_adapted",
+    "sigma_phi",
+)
 #: the comparisons: GeSSL against the plain method, and against meta-learning without σ-term
 COMPARISONS = (("gessl", "plain"), ("gessl", "meta"))
 
@@ -62,15 +76,18 @@ PROFILES: dict[str, dict[str, Any]] = {
         "families": ["homogeneous", "subspace"],
         "seeds": 3,
         "steps": 8,
+        "val_tasks": 8,
         "eval_tasks": 16,
         "floor_tasks": 3,
         "sweep": {"inner_lr": [0.1, 0.3], "critic": ["two_headed", "cosine"]},
+        "panel": {},
     },
     "quick": {
         "families": ["homogeneous", "subspace", "noise_level"],
-        "seeds": 5,
+        "seeds": 10,
         "steps": 60,
-        "eval_tasks": 100,
+        "val_tasks": 24,
+        "eval_tasks": 48,
         "floor_tasks": 8,
         "sweep": {
             "inner_lr": [0.03, 0.1, 0.3],
@@ -82,12 +99,14 @@ PROFILES: dict[str, dict[str, Any]] = {
             "kl_direction": ["sigma", "sigma_excess"],
             "critic": ["two_headed", "cosine", "neg_sq_distance", "dot"],
         },
+        "panel": {"dim": [4, 8], "signal": [1.0, 1.5], "encoder_depth": [1, 2]},
     },
     "full": {
         "families": ["homogeneous", "subspace", "noise_level"],
         "seeds": 10,
         "steps": 300,
         "outer_lr": 1e-2,
+        "val_tasks": 100,
         "eval_tasks": 200,
         "floor_tasks": 20,
         "sweep": {
@@ -100,11 +119,12 @@ PROFILES: dict[str, dict[str, Any]] = {
             "kl_direction": ["sigma", "sigma_excess"],
             "critic": ["two_headed", "cosine", "neg_sq_distance", "dot"],
         },
+        "panel": {"dim": [4, 8], "signal": [1.0, 1.5], "encoder_depth": [1, 2]},
     },
 }
 
 #: options a mode's training depends on (the rest only change the GeSSL mode)
-_MODEL_KEYS = ("critic", "temperature", "encoder_depth")
+_MODEL_KEYS = ("critic", "temperature", "encoder_depth", "dim", "signal")
 _META_KEYS = (*_MODEL_KEYS, "inner_lr", "inner_steps", "order", "adapt")
 
 
@@ -118,18 +138,33 @@ def map_id(spec: Mapping[str, Any]) -> str:
 
 
 def fair_options(base: Mapping[str, Any], knob: str, value: Any) -> dict[str, Any]:
-    """The :class:`theory.fair_test.FairTest` options of the cell ``knob = value``."""
-    opts = {**base, knob: value}
+    """The :class:`theory.fair_test.FairTest` options of the cell ``knob = value`` (``knob =
+    "panel"``: ``value`` sets every axis of :data:`PANEL_AXES`)."""
+    opts = {**base, **(dict(value) if knob == "panel" else {knob: value})}
     critic = opts["critic"]
     opts["temperature"] = CRITIC_TEMPERATURE.get(critic, 1.0)  # unknown critics: FairTest says
     # adapt="projector" needs a backbone to leave out: a linear one (encoder depth 2)
-    opts["encoder_depth"] = 2 if opts["adapt"] == "projector" else 1
+    if opts["adapt"] == "projector":
+        opts["encoder_depth"] = 2
     return opts
+
+
+def _panel_values(panel: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the sensitivity panel's axes, in a fixed order."""
+    combos: list[dict[str, Any]] = [{}]
+    for axis in PANEL_AXES:
+        if axis in panel:
+            combos = [{**c, axis: v} for c in combos for v in panel[axis]]
+    return combos if panel else []
 
 
 def cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every cell: ``family``, ``knob``, ``value`` and its options, in sweep order."""
     out = []
+    panel = spec.get("panel") or {}
+    unknown = sorted(set(panel) - set(PANEL_AXES))
+    if unknown:
+        raise ValueError(f"panel axis must be one of {PANEL_AXES}, got {unknown[0]!r}")
     for family in spec["families"]:
         for knob, values in spec["sweep"].items():
             if knob not in KNOBS:
@@ -143,6 +178,15 @@ def cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
                         "options": fair_options(spec["base"], knob, value),
                     }
                 )
+        for combo in _panel_values(panel):
+            out.append(
+                {
+                    "family": family,
+                    "knob": "panel",
+                    "value": ", ".join(f"{k}={v}" for k, v in combo.items()),
+                    "options": fair_options(spec["base"], "panel", combo),
+                }
+            )
     return out
 
 
@@ -216,6 +260,14 @@ def shard_of(jobs: list[dict[str, Any]], shard: str) -> list[dict[str, Any]]:
     return jobs[i - 1 :: n]
 
 
+def _diff(ra: Mapping[str, Any] | None, rb: Mapping[str, Any] | None, measure: str) -> float:
+    """``ra[measure] − rb[measure]``, ``nan`` where either is missing or not finite."""
+    a, b = (None if r is None else r.get(measure) for r in (ra, rb))
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
+        return float("nan")
+    return float(a) - float(b)
+
+
 def _level(values: Iterable[float]) -> float:
     vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else float("nan")
@@ -272,10 +324,7 @@ def assemble(spec: Mapping[str, Any], results: Mapping[str, dict[str, Any]]) -> 
         entry["tests"] = {}
         for a, b in COMPARISONS:
             for measure in MAP_MEASURES:
-                diffs = [
-                    (ra[measure] - rb[measure]) if ra is not None and rb is not None else nan
-                    for ra, rb in zip(per_mode[a], per_mode[b])
-                ]
+                diffs = [_diff(ra, rb, measure) for ra, rb in zip(per_mode[a], per_mode[b])]
                 entry["tests"][f"{a}-{b}:{measure}"] = paired_test(f"{measure}: {a} − {b}", diffs)
         out_cells.append(entry)
     for a, b in COMPARISONS:  # Holm within each heat map (one measure, one comparison)

@@ -140,7 +140,13 @@ class TaskFamily:
         labelled as such by its users — two more views of the support's latents (the query of
         :meth:`sample_batch`, other views of the samples adapted on). Returns the
         :class:`TaskBatch` (support, new-sample query), the parameters and those two views."""
-        params = self.sample_params(gen, tasks)
+        return self.split_of(gen, self.sample_params(gen, tasks), n_samples)
+
+    def split_of(
+        self, gen: torch.Generator, params: Tensor, n_samples: int
+    ) -> tuple[TaskBatch, Tensor, tuple[Tensor, Tensor]]:
+        """:meth:`sample_split` for the tasks of ``params`` (e.g. fresh samples of a pool's
+        tasks)."""
         sa, sb, qa_same, qb_same = self.views_of(gen, params, n_samples, 4)
         qa, qb = self.views_of(gen, params, n_samples, 2)
         return TaskBatch(sa, sb, qa, qb), params, (qa_same, qb_same)
@@ -388,9 +394,7 @@ class FamilySampler:
     def sample(self, n_tasks: int, n_samples: int, gen: torch.Generator) -> TaskBatch:
         return self.family.sample_batch(gen, n_tasks, n_samples)[0]
 
-    def sample_each(
-        self, n_tasks: int, n_samples: int, gens: list[torch.Generator]
-    ) -> TaskBatch:
+    def sample_each(self, n_tasks: int, n_samples: int, gens: list[torch.Generator]) -> TaskBatch:
         """:meth:`sample` for each generator, stacked (views ``[S, M, N, d]``): what a
         :class:`gessl.trainer.PopulationTrainer` draws per step, mapped at once."""
         return self.family.sample_batch_each(gens, n_tasks, n_samples)[0]
@@ -398,13 +402,15 @@ class FamilySampler:
 
 class TaskPool:
     """A fixed pool of ``n_tasks`` tasks, each with its own parameters and four fixed views of
-    ``n_samples`` latents (sampled once). :meth:`sample` draws M tasks of the pool uniformly with
-    replacement, returning their stored views: training on a finite set of tasks.
+    ``n_samples`` latents (sampled once, m per task). :meth:`sample` draws M tasks of the pool
+    uniformly with replacement and returns N of each drawn task's m samples (all m, in their
+    stored order, when N = m; else N drawn without replacement): training on a finite set of
+    tasks, with N — the N-way task — fixed however many samples m a task has.
 
     Args:
         family: the task family.
         n_tasks: size of the pool (n ≥ 1).
-        n_samples: per-task sample size m (N of the task) ≥ 2.
+        n_samples: per-task sample size m ≥ 2.
         gen: the generator the pool is drawn with.
     """
 
@@ -434,12 +440,17 @@ class TaskPool:
         return sub
 
     def sample(self, n_tasks: int, n_samples: int, gen: torch.Generator) -> TaskBatch:
-        if n_samples != self.n_samples:
+        if not isinstance(n_samples, int) or not 2 <= n_samples <= self.n_samples:
             raise ValueError(
-                f"n_samples must be the pool's per-task sample size {self.n_samples}, "
-                f"got {n_samples}"
+                f"n_samples must be between 2 and the pool's per-task sample size "
+                f"{self.n_samples}, got {n_samples}"
             )
         idx = torch.randint(len(self), (n_tasks,), generator=gen, device=gen.device)
         b = self.batch.to(gen.device)  # a pool drawn elsewhere follows the trainer's device
         self.batch = b
-        return TaskBatch(b.support_a[idx], b.support_b[idx], b.query_a[idx], b.query_b[idx])
+        views = [v[idx] for v in b.views()]
+        if n_samples < self.n_samples:  # N of the task's m samples, the same N in every view
+            keys = torch.rand(n_tasks, self.n_samples, generator=gen, device=gen.device)
+            rows = keys.argsort(dim=1)[:, :n_samples]
+            views = [torch.take_along_dim(v, rows[..., None], dim=1) for v in views]
+        return TaskBatch(*views)

@@ -39,7 +39,14 @@ def _fed(args: tuple, in_dims: tuple[int | None, ...], seeds: int) -> list[Any]:
     def expand(t: Tensor) -> Tensor:
         return t.unsqueeze(1).expand(seeds, m, *t.shape[1:]).reshape(seeds * m, *t.shape[1:])
 
-    return [tree_map(expand, a) if d is None else a for a, d in zip(args, in_dims)]
+    return [
+        tree_map(expand, a) if d is None and a is not None else a for a, d in zip(args, in_dims)
+    ]
+
+
+def _dims(fed: list[Any]) -> tuple[int | None, ...]:
+    """``vmap``'s in_dims for a population's fed arguments (an absent argument: ``None``)."""
+    return tuple(None if a is None else 0 for a in fed)
 
 
 def _per_model(tree: Any, seeds: int) -> Any:
@@ -57,7 +64,8 @@ def per_task(
     """``fn`` over the tasks (dim 0 of the arguments whose ``in_dims`` is 0), outputs stacked
     (for a population: over its S·M tasks, outputs ``[S·M, ...]``)."""
     if seeds is not None:
-        return vmap(fn)(*_fed(args, in_dims, seeds))
+        fed = _fed(args, in_dims, seeds)
+        return vmap(fn, in_dims=_dims(fed))(*fed)
     if batching == "vmap":
         return vmap(fn, in_dims=in_dims)(*args)
     n = _tasks(args, in_dims)
@@ -127,12 +135,13 @@ def _summed_grad_population(
 
         def total(*diff: Any) -> tuple[Tensor, Any]:
             fed = _fed((*diff, *args[n_diff:]), in_dims, seeds)
-            losses, aux = vmap(fn)(*fed)
+            losses, aux = vmap(fn, in_dims=_dims(fed))(*fed)
             return losses.sum(), aux
 
         grads, aux = grad(total, argnums=argnums, has_aux=True)(*args[:n_diff])
         grads = tuple(per_model_sum(g) if d == 0 else g for g, d in zip(grads, in_dims))
         return grads, _per_model(aux, seeds)
     one = grad(fn, argnums=argnums, has_aux=True)
-    grads, aux = vmap(one)(*_fed(args, in_dims, seeds))
+    fed = _fed(args, in_dims, seeds)
+    grads, aux = vmap(one, in_dims=_dims(fed))(*fed)
     return tuple(per_model_sum(g) for g in grads), _per_model(aux, seeds)

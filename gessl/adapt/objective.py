@@ -214,9 +214,11 @@ class TaskObjective:
         task: TaskBatch,
         targets: Targets,
         feats: Feats,
+        weight: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(ℓ(θ; query) + γ·KL(π_θ ‖ π_θ̃), ℓ(θ; query), KL)``; no gradient flows through the
-        target θ̃ (``look``; ``None``: no σ-term)."""
+        """``(ℓ(θ; query) + γ·KL(π_θ ‖ π_θ̃), ℓ(θ; query), γ > 0 ? KL : 0)``; no gradient flows
+        through the target θ̃ (``look``; ``None``: no σ-term). ``weight``: this task's γ where
+        it is the model's own (a population whose members differ in γ), else the adaptation's."""
         tq = targets_of(targets, "q")
 
         def model_side(p: Params) -> tuple[Tensor, Tensor, Tensor]:
@@ -232,7 +234,10 @@ class TaskObjective:
                 look, lambda p: self.critic.log_probs(*self.query_embeddings(p, task, frozen))
             )
         kl_term = self.kl(self.critic.log_probs(za, zb), lp_target)
-        return query + self.a.weight * kl_term, query, kl_term
+        if weight is None:
+            return query + self.a.weight * kl_term, query, kl_term
+        # γ = 0 adds exactly 0 (a finite KL), and reports no σ-term, as a run without one does
+        return query + weight * kl_term, query, torch.where(weight > 0, kl_term, 0.0)
 
     # ------------------------------------------------------------------ first order, split
     def inner(
@@ -265,16 +270,18 @@ class TaskObjective:
         task: TaskBatch,
         targets: Targets,
         states: dict[str, State],
+        weight: Tensor | None = None,
         factored: tuple[str, ...] = (),
         key: Any = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """First order: the outer objective at θ_K (the inner steps' update held constant);
-        differentiated with respect to ``shared`` and the task's ``theta_dense``."""
+        differentiated with respect to ``shared`` and the task's ``theta_dense``; ``weight``:
+        the task's own γ (see :meth:`outer_terms`)."""
         ad = self.adapter(shared, factored, key)
         theta = {**states["theta"], "dense": theta_dense}
         feats = self.features({**shared, **theta_dense}, task.query_a, task.query_b)
         look = states["look"] if self.a.weight > 0 else None
-        loss, query, kl_term = self.outer_terms(ad, theta, look, task, targets, feats)
+        loss, query, kl_term = self.outer_terms(ad, theta, look, task, targets, feats, weight)
         return loss, {"ssl": query.detach(), "kl": kl_term.detach(), "loss": loss.detach()}
 
     # ------------------------------------------------------------------ nested
@@ -285,12 +292,14 @@ class TaskObjective:
         g_params: Params,
         task: TaskBatch,
         targets: Targets,
+        weight: Tensor | None = None,
         factored: tuple[str, ...] = (),
         key: Any = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The objective with the inner steps inside (second order, or the threshold network);
         ``aux``: ``ssl`` (query loss of θ_K), ``kl`` (the σ-term), ``support_loss`` (ℓ(φ;
-        support)) and ``loss``."""
+        support)) and ``loss``; ``weight``: the task's own γ of the σ-term (not of the
+        threshold network's hinge)."""
         a = self.a
         second = a.order == "second"
         phi = {**shared, **moving}
@@ -328,7 +337,7 @@ class TaskObjective:
             look_loss = self.support_loss(task, targets, (_d(fs[0]), _d(fs[1])))
             look, _ = frozen.sgd(detach_state(theta), a.lookahead, look_loss, a.lr, detach=True)
         ad = self.adapter(shared, factored, key)
-        loss, query, kl_term = self.outer_terms(ad, theta, look, task, targets, fq)
+        loss, query, kl_term = self.outer_terms(ad, theta, look, task, targets, fq, weight)
         aux = {"ssl": query.detach(), "kl": kl_term.detach(), "support_loss": support_value}
         return loss, {**aux, "loss": loss.detach()}
 

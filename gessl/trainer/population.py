@@ -30,11 +30,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
 from torch.utils._pytree import tree_map
 
 from gessl.devices import autocast, enable_tf32, resolve_device
@@ -49,13 +52,18 @@ __all__ = ["PopulationTrainer"]
 StepLog = dict[str, float]
 
 
-def _check_members(methods: Sequence[Method], seeds: Sequence[int], cfg: GeSSLConfig) -> None:
+def _check_members(
+    methods: Sequence[Method], seeds: Sequence[int], cfg: GeSSLConfig, sampler: Any
+) -> None:
     if not methods:
         raise ValueError("a population needs at least one member (methods is empty)")
     if len(seeds) != len(methods):
         raise ValueError(f"seeds: one per method, got {len(seeds)} seeds for {len(methods)}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must differ (each member draws its own task stream): {seeds}")
+    if len(set(seeds)) != len(seeds) and not isinstance(sampler, (list, tuple)):
+        raise ValueError(
+            f"seeds must differ (each member draws its own task stream; members with their own "
+            f"samplers may share one): {seeds}"
+        )
     first = methods[0]
     shapes = {k: (v.shape, v.dtype) for k, v in first.online_params().items()}
     for i, m in enumerate(methods):
@@ -90,6 +98,10 @@ class PopulationTrainer:
         n_samples: N, samples per task.
         device: as for :class:`~gessl.trainer.Trainer`.
         fast_path: as for :class:`~gessl.trainer.Trainer`.
+        sigma_weights: each member's own σ-term weight γ (default: ``cfg.sigma_weight`` for
+            all): members that differ only in γ share one graph — first-order meta-learning
+            without σ-term is exactly γ = 0 (its look-ahead is computed and weighted by 0).
+            Needs GeSSL with ``cfg.sigma_weight > 0``.
     """
 
     def __init__(
@@ -101,8 +113,17 @@ class PopulationTrainer:
         n_samples: int = 16,
         device: str | torch.device | None = None,
         fast_path: bool = True,
+        sigma_weights: Sequence[float] | None = None,
     ) -> None:
-        _check_members(methods, seeds, cfg)
+        _check_members(methods, seeds, cfg, sampler)
+        if sigma_weights is not None:
+            if cfg.mode != "gessl" or not cfg.sigma_weight > 0:
+                raise ValueError("sigma_weights: needs mode='gessl' with sigma_weight > 0")
+            if len(sigma_weights) != len(seeds) or any(not w >= 0 for w in sigma_weights):
+                raise ValueError(
+                    f"sigma_weights: one weight >= 0 per member ({len(seeds)}), got "
+                    f"{list(sigma_weights)}"
+                )
         self.device = resolve_device(device)
         enable_tf32(self.device)
         self.methods = list(methods)
@@ -121,11 +142,19 @@ class PopulationTrainer:
             k: torch.stack([m.online_params()[k].detach() for m in self.methods]).requires_grad_()
             for k in template.online_params()
         }
-        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
-        self.optimizer = opt_cls(
-            list(self.params.values()), lr=cfg.outer_lr, weight_decay=cfg.weight_decay
-        )
+        # torch's functional Adam and SGD (the computation torch.optim.Adam/SGD run, elementwise:
+        # one over the stack is S independent ones); the optimizer classes are not constructed,
+        # which would import torch._dynamo (about a second) in every worker process
+        self._moments = {
+            k: (torch.zeros_like(v), torch.zeros_like(v)) for k, v in self.params.items()
+        }
+        self._adam_steps = {k: torch.zeros((), dtype=v.dtype) for k, v in self.params.items()}
         self.outer_step = OuterStep(template, cfg, None, fast_path)
+        self.sigma_weights = (
+            None
+            if sigma_weights is None
+            else torch.tensor(list(sigma_weights), dtype=self.dtype, device=self.device)
+        )
         self.step = 0
         self.steps = [0] * len(self.seeds)
         self.diverged: list[str | None] = [None] * len(self.seeds)
@@ -167,7 +196,9 @@ class PopulationTrainer:
         batch = self.sample() if batch is None else batch
         phi = {k: v.detach() for k, v in self.params.items()}
         with autocast(self.device, self.cfg.precision), no_value_checks():
-            sums, aux = self.outer_step.gradients(phi, {}, batch, {}, seeds=self.size)
+            sums, aux = self.outer_step.gradients(
+                phi, {}, batch, {}, seeds=self.size, weights=self.sigma_weights
+            )
         m = self.cfg.tasks_per_step
         means = {k: v.detach().mean(dim=1) for k, v in aux.items()}  # [S] per term
         logs: list[StepLog | None] = []
@@ -187,12 +218,12 @@ class PopulationTrainer:
             logs.append(log)
         frozen = torch.tensor([d is not None for d in self.diverged], device=self.device)
         kept = {k: v.detach()[frozen].clone() for k, v in self.params.items()}
-        self.optimizer.zero_grad(set_to_none=True)
+        grads = {}
         for name, p in self.params.items():
             g = (sums[name] / m).to(p.dtype)
             mask = frozen.reshape(-1, *([1] * (g.dim() - 1)))
-            p.grad = torch.where(mask, torch.zeros_like(g), g)
-        self.optimizer.step()
+            grads[name] = torch.where(mask, torch.zeros_like(g), g)
+        self._optimizer_step(grads)
         if bool(frozen.any()):  # a stopped member keeps its parameters
             with torch.no_grad():
                 for k, v in self.params.items():
@@ -205,6 +236,41 @@ class PopulationTrainer:
                 log.update(step=float(self.steps[s]), seconds=seconds)
                 self.history[s].append(log)
         return logs
+
+    @torch.no_grad()
+    def _optimizer_step(self, grads: dict[str, Tensor]) -> None:
+        """One step of the configured optimiser over the stacked parameters: torch's
+        functional ``adam``/``sgd`` with ``torch.optim.Adam``/``SGD``'s defaults."""
+        cfg, names = self.cfg, list(self.params)
+        params = [self.params[k].detach() for k in names]
+        g = [grads[k] for k in names]
+        if cfg.optimizer == "sgd":
+            sgd(params, g, [None] * len(names), weight_decay=cfg.weight_decay, momentum=0.0,
+                lr=cfg.outer_lr, dampening=0.0, nesterov=False, maximize=False,
+                foreach=False)  # fmt: skip
+            return
+        adam(
+            params,
+            g,
+            [self._moments[k][0] for k in names],
+            [self._moments[k][1] for k in names],
+            [],
+            [self._adam_steps[k] for k in names],
+            foreach=False,
+            capturable=False,
+            differentiable=False,
+            fused=None,
+            grad_scale=None,
+            found_inf=None,
+            has_complex=False,
+            amsgrad=False,
+            beta1=0.9,
+            beta2=0.999,
+            lr=cfg.outer_lr,
+            weight_decay=cfg.weight_decay,
+            eps=1e-8,
+            maximize=False,
+        )
 
     def fit(
         self,

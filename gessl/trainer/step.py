@@ -129,13 +129,16 @@ class OuterStep:
         batch: TaskBatch,
         targets: dict[str, Tensor],
         seeds: int | None = None,
+        weights: Tensor | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Gradients of the sum of the batch's task objectives (names → tensors; the threshold
         network's under ``threshold.<name>``) and per-task aux values (``[M]`` each).
 
         With ``seeds=S`` (a population, :class:`gessl.trainer.PopulationTrainer`): ``phi`` and
         ``g_params`` hold one value per model (leaves ``[S, ...]``) and the batch's views and the
-        targets ``[S, M, ...]``; each model's gradients (``[S, ...]``) and aux (``[S, M]``)."""
+        targets ``[S, M, ...]``; each model's gradients (``[S, ...]``) and aux (``[S, M]``).
+        ``weights`` (``[S]``, a population only): each model's own σ-term weight γ — one graph
+        for models that differ only in γ (meta-learning without σ-term is γ = 0, exactly)."""
         b, one = self.cfg.batching, (phi, batch, targets)
         if seeds is not None:  # one model's parameters and batch, for the path's plan
             one = (
@@ -162,7 +165,7 @@ class OuterStep:
             try:
                 names = self.factored_names(*one)
                 out = self._gessl(
-                    self.fast, tuple(names), phi, g_params, batch, targets, seeds, one
+                    self.fast, tuple(names), phi, g_params, batch, targets, seeds, one, weights
                 )
                 self.path = "factored"
                 return out
@@ -172,7 +175,7 @@ class OuterStep:
                 LOG.warning("GeSSL fast path off (%s); the reference path runs from now on", err)
         assert self.reference is not None
         self.path = "reference"
-        return self._gessl(self.reference, (), phi, g_params, batch, targets, seeds, one)
+        return self._gessl(self.reference, (), phi, g_params, batch, targets, seeds, one, weights)
 
     def _gessl(
         self,
@@ -184,6 +187,7 @@ class OuterStep:
         targets: dict[str, Tensor],
         seeds: int | None,
         one: tuple[Params, TaskBatch, dict[str, Tensor]],
+        weights: Tensor | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         cfg, b = self.cfg, self.cfg.batching
         key = self.key(one[1], one[2])
@@ -199,12 +203,13 @@ class OuterStep:
             (gs, gm), aux = summed_grad(
                 partial(obj.outer, factored=factored, key=key),
                 2,
-                (None, 0, 0, 0, 0),
+                (None, 0, 0, 0, 0, None),
                 shared,
                 states["theta"]["dense"],
                 batch,
                 targets,
                 states,
+                weights,
                 nested=False,
                 batching=b,
                 seeds=seeds,
@@ -213,12 +218,13 @@ class OuterStep:
         (gs, gm, gg), aux = summed_grad(
             partial(obj.nested, factored=factored, key=key),
             3,
-            (None, None, None, 0, 0),
+            (None, None, None, 0, 0, None),
             shared,
             moving,
             g_params,
             batch,
             targets,
+            weights,
             nested=True,
             batching=b,
             seeds=seeds,

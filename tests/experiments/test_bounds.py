@@ -16,6 +16,7 @@ import pytest
 from experiments.bounds import ex, exit_code, verdict_table
 from experiments.tracking import run_experiment
 from tests.experiments.fake_wandb import make_fake_wandb
+from theory.claims.reproduction import PRIMARY_FAMILY
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["collapse_values", "spectral_probe_bound", "sigma_zero_at_bayes"]
@@ -150,7 +151,7 @@ def test_the_whole_catalogue_gives_the_same_records_with_one_or_two_workers(tmp_
 
     monkeypatch.setitem(sys.modules, "wandb", make_fake_wandb())
     keys = ("claim_id", "kind", "verdict", "measured", "bounds", "summary", "slope", "slope_se")
-    records = {}
+    records, full = {}, {}
     for jobs in (1, 2):
         run = run_experiment(
             ex,
@@ -160,10 +161,26 @@ def test_the_whole_catalogue_gives_the_same_records_with_one_or_two_workers(tmp_
         saved = json.loads((tmp_path / str(jobs) / str(run._id) / "claims.json").read_text())
         assert saved["complete"] is True
         records[jobs] = [{k: r.get(k) for k in keys} for r in saved["claims"]]
+        full[jobs] = {r["claim_id"]: r for r in saved["claims"]}
     assert [r["claim_id"] for r in records[1]] == [c.id for c in all_claims()]
     assert len(records[1]) >= 25
     for one, two in zip(records[1], records[2]):
         assert one == two, one["claim_id"]
+    # a reproduction claim of the fixed Holm family selected alone: the whole family runs, and
+    # its verdict and corrected p-values are those of the catalogue
+    run = run_experiment(
+        ex,
+        {"profile": "tiny", "claims": ["gessl_sigma_subspace"], "figures": False},
+        runs_dir=str(tmp_path / "alone"),
+    )
+    saved = json.loads((tmp_path / "alone" / str(run._id) / "claims.json").read_text())
+    alone = {r["claim_id"]: r for r in saved["claims"]}
+    assert set(alone) == set(PRIMARY_FAMILY)
+    for cid in PRIMARY_FAMILY:
+        assert alone[cid]["verdict"] == full[1][cid]["verdict"], cid
+        got = [(t["key"], t["p_holm"]) for t in alone[cid]["details"]["tests"]]
+        want = [(t["key"], t["p_holm"]) for t in full[1][cid]["details"]["tests"]]
+        assert got == want, cid
 
 
 def test_reproduction_claims_have_their_own_section_and_count_only_when_strict(
@@ -194,9 +211,15 @@ def test_reproduction_claims_have_their_own_section_and_count_only_when_strict(
     assert exit_code(strict) == 1 and strict.result["not_reproduced"] == ["contradicted_repro"]
     out = capsys.readouterr().out
     assert "1 claims: 1 hold, 0 violated, 0 inconclusive" in out
-    assert "Reproduction claims (paired seeds; 95% t-intervals; Holm-corrected across the 1" in out
+    assert (
+        "Reproduction claims (paired seeds; 95% t-intervals; * primary tests, Holm-corrected over "
+        "the 1 primary tests of contradicted_repro;" in out
+    )
     assert "NOT REPRODUCED" in out and "* σ: GeSSL − plain: +0.4763, 95% CI" in out
-    assert "1 reproduction claims: 0 reproduced, 1 not reproduced, 0 inconclusive" in out
+    assert (
+        "1 reproduction claims: 0 reproduced, 1 not reproduced, 0 mixed, "
+        "0 no practical difference, 0 inconclusive" in out
+    )
     d = tmp_path / str(run._id)
     rec = json.loads((d / "claims.json").read_text())["claims"][1]
     assert (

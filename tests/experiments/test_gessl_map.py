@@ -55,7 +55,7 @@ def test_a_whole_map_leaves_jobs_cells_and_heat_maps(tmp_path, monkeypatch, caps
     }
     assert (d / "gessl_map.png").stat().st_size > 20000
     out = capsys.readouterr().out
-    assert "Δσ adapted vs plain" in out and "subspace     critic" in out
+    assert "Δσ φ calibrated" in out and "Δσ adapted, tuned" in out and "subspace     critic" in out
 
 
 def test_any_number_of_workers_and_shards_give_the_same_map(tmp_path, monkeypatch):

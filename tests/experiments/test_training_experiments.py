@@ -54,6 +54,9 @@ def test_pretrain_records_training_and_evaluation(tmp_path, fake_wandb):
     assert (d / "model.pt").stat().st_size > 0
     info = json.loads((d / "info.json").read_text())
     assert set(info["evaluation"]["universality"]) == {"train", "fresh", "held_out"}
+    # the record names the gradient path that ran (GeSSL, every parameter adapted, an MLP)
+    assert info["gradient_path"]["path"] == "factored"
+    assert info["gradient_path"]["fallback"] is None
     assert fake_wandb.runs[0].finished == 0
 
 
@@ -82,7 +85,10 @@ def test_sigma_experiment_logs_both_modes(tmp_path):
         },
         runs_dir=str(tmp_path),
     )
-    series = json.loads((tmp_path / str(run._id) / "info.json").read_text())["series"]
+    info = json.loads((tmp_path / str(run._id) / "info.json").read_text())
+    series = info["series"]
+    assert info["gradient_path"]["plain"]["path"] == "plain"
+    assert info["gradient_path"]["gessl"]["path"] in ("factored", "reference")
     for split in ("train", "fresh", "held_out"):
         for mode in ("plain", "gessl"):
             s = series[f"sigma/{split}/{mode}"]

@@ -73,9 +73,14 @@ def _claims() -> list[dict]:
         "kind": "reproduction",
     }
     c["details"]["levels"] = {
-        m: {"sigma_phi": 0.5, "sigma_adapted": 0.4} for m in ("plain", "gessl")
+        m: {"sigma_phi_calibrated": 0.5, "sigma_adapted_tuned": 0.4, "fixed:sigma_adapted": 0.45}
+        for m in ("plain", "gessl")
     }
-    c["details"]["floors"] = {"shared_sigma": {"value": 0.2}, "per_task_sigma": {"value": 0.0}}
+    c["details"]["floors"] = {
+        "shared_sigma": {"value": 0.2},
+        "per_task_sigma": {"value": 0.0},
+        "reachable_fixed_sigma": {"value": 0.3},
+    }
     return [{**a, "statement": "s"}, {**b, "statement": "s"}, {**c, "statement": "s"}]
 
 

@@ -166,9 +166,19 @@ def test_floors_stand_beside_sigma_with_their_kl_direction(report):
     assert re.search(r"σ \(cosine family\) KL\(π_model ‖ π\*\): cosine critic 0\.189", floor_row)
     assert "shared floor 0.186 (200 tasks)" in floor_row
     repro_row = _plain(_row(text, "contradicted_repro"))
-    # levels per mode beside the shared / per-task floors (the fixture's 0.2 and 0.0)
-    assert re.search(r"σ of φ[^:]*: plain 0\.5 · GeSSL 0\.5\s*shared floor 0\.2", repro_row)
-    assert re.search(r"σ adapted[^:]*: plain 0\.4 · GeSSL 0\.4\s*per-task floor 0", repro_row)
+    # levels per mode beside the floor that bounds each (the fixture's 0.2, 0.3 and 0.0): the
+    # shared floor for φ, the floor reachable by the fixed protocol, the per-task floor for the
+    # tuned adaptation where no reachable one was fitted
+    assert re.search(
+        r"σ of φ calibrated[^:]*: plain 0\.5 · GeSSL 0\.5\s*shared floor 0\.2", repro_row
+    )
+    assert re.search(
+        r"σ adapted fixed \(K, α\)[^:]*: plain 0\.45 · GeSSL 0\.45\s*reachable-fixed floor 0\.3",
+        repro_row,
+    )
+    assert re.search(
+        r"σ adapted tuned \(K, α\)[^:]*: plain 0\.4 · GeSSL 0\.4\s*per-task floor 0", repro_row
+    )
     assert "σ: GeSSL − plain" in repro_row and "p_Holm" in repro_row
     assert "—" in _plain(_row(text, "toy_exact"))  # no σ, no floor: nothing invented
 

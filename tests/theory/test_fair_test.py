@@ -8,30 +8,7 @@ import pytest
 import torch
 
 from gessl.data import TaskBatch
-from gessl.sigma import sigma
-from theory.fair_test import (
-    FairTest,
-    bayes_accuracy,
-    build_model,
-    eval_tasks,
-    evaluate,
-    fit_floors,
-    train,
-)
-
-
-def _bayes_model(test: FairTest):
-    """The linear two-headed model whose critic is the homogeneous family's Bayes critic:
-    −‖u/(√2σ_c) − ρv/(√2σ_c)‖² = −‖u − ρv‖²/(2σ_c²)."""
-    fam = test.task_family
-    c2, s2 = fam.latent_scale**2, fam.noise**2
-    rho, var = c2 / (c2 + s2), s2 * (2 * c2 + s2) / (c2 + s2)
-    m = build_model(test, 0)
-    eye = torch.eye(fam.dim)
-    with torch.no_grad():
-        m.projector[0].weight.copy_(torch.cat([eye, rho * eye]) / math.sqrt(2 * var))
-        m.projector[0].bias.zero_()
-    return m
+from theory.fair_test import FairTest, build_model, train, train_arms, train_many
 
 
 def test_modes_differ_only_where_they_should():
@@ -48,36 +25,6 @@ def test_modes_differ_only_where_they_should():
     )
     assert (gessl.lookahead_steps, gessl.sigma_weight, gessl.sigma_critic) == (3, 0.5, "method")
     assert meta.tasks_per_step == gessl.tasks_per_step == plain.tasks_per_step == 16
-
-
-def test_the_bayes_critic_measures_zero_and_its_accuracy_is_bayes():
-    t = FairTest(family="homogeneous", gessl={"inner_steps": 1})
-    batch, params = eval_tasks(t, 0, 30)
-    got = evaluate(t, _bayes_model(t), batch, params, test_steps=0, lookahead_steps=0)
-    assert got["sigma_phi"] < 1e-10 and got["excess_phi"] < 1e-10
-    assert got["sigma_adapted"] == got["sigma_phi"] and got["sigma_term"] == 0.0
-    assert got["accuracy_phi"] == bayes_accuracy(t, batch, params)
-    floors = fit_floors(t, _bayes_model(t), batch, params, 3)
-    assert all(f.value < 1e-8 and f.converged for f in floors.values())
-
-
-def test_adapted_sigma_is_one_hand_written_sgd_step_per_task():
-    t = FairTest(family="subspace", gessl={"inner_lr": 0.2})
-    batch, params = eval_tasks(t, 1, 3)
-    m = build_model(t, 1)
-    got = evaluate(t, m, batch, params, test_steps=1, lookahead_steps=0)
-    rows = []
-    for i in range(3):
-        p = {k: v.detach().double().requires_grad_() for k, v in m.online_params().items()}
-        loss = m.loss(p, batch.support_a[i], batch.support_b[i]).loss
-        grads = torch.autograd.grad(loss, list(p.values()))
-        theta = {k: v - 0.2 * g for (k, v), g in zip(p.items(), grads)}
-        with torch.no_grad():
-            za, zb = m.embed(theta, batch.query_a[i]), m.embed(theta, batch.query_b[i])
-            rows.append(m.task_critic().log_probs(za, zb))
-    lb = t.task_family.bayes_log_probs(batch.query_a, batch.query_b, params)
-    assert got["sigma_adapted"] == pytest.approx(float(sigma(torch.stack(rows), lb)) / 16, 1e-10)
-    assert got["sigma_term"] == 0.0  # λ = 0: the target is the adapted model itself
 
 
 def test_training_is_seeded_and_diverged_runs_are_marked():
@@ -165,3 +112,18 @@ def test_gessl_options_come_from_the_library_defaults_and_the_fair_setting():
     for key, value in g.to_dict().items():
         assert value == FAIR_SETTING.get(key, getattr(lib, key)), key
     assert FairTest().with_options(inner_lr=0.3, steps=5).gessl_config.inner_lr == 0.3
+
+
+def test_meta_and_gessl_train_as_one_population_equal_to_their_own():
+    """train_arms puts meta (γ = 0) and GeSSL in one population: the same models as training
+    each arm on its own."""
+    t = FairTest(family="subspace", steps=6, gessl={"tasks_per_step": 3})
+    together = train_arms(t, ("plain", "meta", "gessl"), [0, 1])
+    for mode in ("plain", "meta", "gessl"):
+        alone = train_many(t, mode, [0, 1])
+        for a, b in zip(together[mode], alone):
+            for (name, x), y in zip(
+                a.method.online_params().items(), b.method.online_params().values()
+            ):
+                torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7, msg=f"{mode} {name}")
+    assert "with the meta arm" in together["gessl"][0].path

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from gessl.sigma import kl_rows
-from theory.fair_test import FairTest, build_model, eval_tasks
+from theory.fair_eval import EvalSet
+from theory.fair_test import FairTest, build_model
 from theory.floors import fit_floor
 
 
 def _setup(family: str, critic: str = "two_headed", tasks: int = 20):
     test = FairTest(family=family, critic=critic, temperature=1.0 if critic != "cosine" else 0.5)
-    batch, params = eval_tasks(test, 0, tasks)
-    lp = test.task_family.bayes_log_probs(batch.query_a, batch.query_b, params)
-    return test, build_model(test, 0), (batch.query_a, batch.query_b), lp
+    s = EvalSet.draw(test.task_family, torch.Generator().manual_seed(7), tasks, 16)
+    return test, build_model(test, 0), (s.batch.query_a, s.batch.query_b), s.lp
 
 
 def _sigma_of(method, views, lp, direction="sigma") -> float:
@@ -63,3 +63,34 @@ def test_the_method_is_not_changed_and_bad_arguments_raise():
         fit_floor(method, method.task_critic(), views, lp, direction="forward")
     with pytest.raises(ValueError, match="kind must be 'shared' or 'per_task'"):
         fit_floor(method, method.task_critic(), views, lp, kind="global")
+
+
+def test_a_reachable_floor_through_no_step_is_the_shared_floor_and_never_above_its_start():
+    """``fit_reachable_floor`` minimises σ after the K-step adaptation over φ: with K = 0 it is
+    the shared floor; with K = 1 it ends at or below the σ of the model it starts from, and the
+    value it reports is the σ of its fitted φ after that adaptation."""
+    from gessl.adapt import adapt_tasks
+    from theory.floors import fit_reachable_floor
+
+    test = FairTest(family="subspace")
+    s = EvalSet.draw(test.task_family, torch.Generator().manual_seed(3), 6, 16)
+    method = build_model(test, 0)
+    critic = method.task_critic()
+    q = (s.batch.query_a, s.batch.query_b)
+    shared = fit_floor(method, critic, q, s.lp, "sigma")
+    zero = fit_reachable_floor(method, critic, s.batch, s.lp, 0, 0.1, "sigma")
+    assert zero.value == pytest.approx(shared.value, abs=1e-5) and zero.converged
+
+    def after_one_step(params) -> float:
+        adapted, _ = adapt_tasks(method, s.batch.to(torch.float64), 1, 0.1, start=params)
+        emb = torch.func.vmap(method.embed)
+        lf = critic.log_probs(emb(adapted, q[0].double()), emb(adapted, q[1].double()))
+        return float(kl_rows(lf, s.lp).sum(-1).mean()) / 16
+
+    start = {k: v.detach().double() for k, v in method.online_params().items()}
+    one = fit_reachable_floor(method, critic, s.batch, s.lp, 1, 0.1, "sigma")
+    assert one.value <= after_one_step(start) + 1e-12
+    assert one.value == pytest.approx(after_one_step(one.params), rel=1e-9)
+    assert one.kind == "reachable(K=1, α=0.1)" and one.direction == "sigma"
+    # one step of size 0.1 cannot reach the per-task floor (0 for this family)
+    assert one.value > 0.05

@@ -19,6 +19,9 @@ BASE = {
     "adapt": "all",
     "kl_direction": "sigma",
     "critic": "two_headed",
+    "dim": None,
+    "signal": None,
+    "encoder_depth": 1,
 }
 
 MAP_SPEC = {
@@ -125,6 +128,25 @@ def test_assembly_pairs_seeds_counts_divergence_and_corrects_across_cells():
     assert train_key("subspace", "gessl", cells(MAP_SPEC)[-1]["options"], 0) != key
 
 
+def test_the_sensitivity_panel_is_every_combination_of_its_axes():
+    spec = {
+        **MAP_SPEC,
+        "sweep": {},
+        "panel": {"dim": [4, 8], "signal": [1.0, 1.5], "encoder_depth": [1, 2]},
+    }
+    got = [c for c in cells(spec) if c["family"] == "subspace"]
+    assert len(got) == 8 and {c["knob"] for c in got} == {"panel"}
+    assert got[-1]["value"] == "dim=8, signal=1.5, encoder_depth=2"
+    assert {
+        (c["options"]["dim"], c["options"]["signal"], c["options"]["encoder_depth"]) for c in got
+    } == {(d, s, e) for d in (4, 8) for s in (1.0, 1.5) for e in (1, 2)}
+    # the setting changes the model and the family: every arm trains anew in every combination
+    jobs = plan(spec)
+    assert sum(j["kind"] == "train" and j["family"] == "subspace" for j in jobs) == 8 * 3
+    with pytest.raises(ValueError, match="panel axis must be one of"):
+        cells({**spec, "panel": {"width": [1]}})
+
+
 def test_profiles_sweep_every_knob_the_issue_names():
     quick = PROFILES["quick"]["sweep"]
     assert set(quick) == {
@@ -136,5 +158,10 @@ def test_profiles_sweep_every_knob_the_issue_names():
         "adapt",
         "kl_direction",
         "critic",
+    }
+    assert PROFILES["quick"]["panel"] == {
+        "dim": [4, 8],
+        "signal": [1.0, 1.5],
+        "encoder_depth": [1, 2],
     }
     assert PROFILES["quick"]["families"] == ["homogeneous", "subspace", "noise_level"]

@@ -145,8 +145,28 @@ def test_pools_are_fixed_nested_and_sampled_with_replacement():
     b = sub.sample(8, 6, torch.Generator().manual_seed(1))
     stored = {tuple(x.flatten().tolist()) for x in sub.batch.support_a}
     assert b.n_tasks == 8 and all(tuple(x.flatten().tolist()) in stored for x in b.support_a)
-    with pytest.raises(ValueError, match="n_samples must be the pool's per-task sample size 6"):
-        sub.sample(2, 5, torch.Generator())
+    with pytest.raises(ValueError, match="n_samples must be between 2 and the pool's per-task"):
+        sub.sample(2, 7, torch.Generator())
+    # N < m: each drawn task contributes N of its m samples, the same rows in every view
+    five = sub.sample(8, 5, torch.Generator().manual_seed(2))
+    assert five.support_a.shape == (8, 5, 4)
+    for t in range(8):
+        task = next(
+            i
+            for i in range(3)
+            if any(torch.equal(five.query_b[t, 0], r) for r in sub.batch.query_b[i])
+        )
+        rows = [
+            next(
+                j
+                for j in range(6)
+                if torch.equal(five.support_a[t, r], sub.batch.support_a[task, j])
+            )
+            for r in range(5)
+        ]
+        assert len(set(rows)) == 5
+        for r, j in enumerate(rows):
+            assert torch.equal(five.query_b[t, r], sub.batch.query_b[task, j])
     with pytest.raises(ValueError, match="n_tasks must be <= the pool size 10"):
         pool.first(11)
     fresh = FamilySampler(fam).sample(4, 6, torch.Generator().manual_seed(0))

@@ -8,8 +8,10 @@ Three kinds:
   fitted slope *holds* when its ±2 SE interval lies inside ``expected ± tolerance``, is
   *violated* when that interval lies wholly outside, and is *inconclusive* otherwise.
 * ``reproduction`` — an empirical claim of a paper, judged on paired seeds with 95% intervals
-  and Holm-corrected p-values (:mod:`theory.paired`): *reproduced*, *not reproduced* or
-  *inconclusive* (:mod:`theory.claims.reproduction`).
+  and Holm-corrected p-values (:mod:`theory.paired`) by rules fixed in advance: *reproduced*,
+  *not reproduced*, *mixed* (the other KL direction adverse), *no practical difference*
+  (significant but below the minimum effect) or *inconclusive*
+  (:mod:`theory.claims.reproduction`).
 
 ``exact`` and ``rate`` claims are the *theorem* claims: they decide the exit status of
 ``python -m experiments.bounds``; reproduction claims do so only when asked (``strict``).
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 __all__ = [
     "BUDGETS",
@@ -48,8 +51,22 @@ __all__ = [
 THEOREM_KINDS = ("exact", "rate")
 KINDS = (*THEOREM_KINDS, "reproduction")
 THEOREM_VERDICTS = ("holds", "violated", "inconclusive")
-REPRODUCTION_VERDICTS = ("reproduced", "not reproduced", "inconclusive")
-VERDICTS = ("holds", "violated", "reproduced", "not reproduced", "inconclusive")
+REPRODUCTION_VERDICTS = (
+    "reproduced",
+    "not reproduced",
+    "mixed",
+    "no practical difference",
+    "inconclusive",
+)
+VERDICTS = (
+    "holds",
+    "violated",
+    "reproduced",
+    "not reproduced",
+    "mixed",
+    "no practical difference",
+    "inconclusive",
+)
 BUDGETS = ("tiny", "quick", "full")
 #: Monte-Carlo tolerance of every ``exact`` comparison, in standard errors
 N_SE = 4.0
@@ -139,13 +156,18 @@ def fit_slope(x: Sequence[float], replicates: np.ndarray) -> tuple[float, float]
     return s, se
 
 
-def judge_slope_at_most(name: str, slope: float, se: float, bound: float) -> Check:
-    """A decay at least as fast as ``x^bound``: *holds* when the ±2 SE interval of the fitted
-    slope lies at or below ``bound``, *violated* when it lies wholly above, else inconclusive."""
-    lo, hi = slope - 2 * se, slope + 2 * se
-    txt = f"{name}: slope {slope:.3f}, ±2 SE interval [{lo:.3f}, {hi:.3f}] vs ≤ {bound:g}"
+def judge_slope_at_most(
+    name: str, slope: float, se: float, bound: float, df: int | None = None
+) -> Check:
+    """A decay at least as fast as ``x^bound``: *holds* when the interval of the fitted slope
+    lies at or below ``bound``, *violated* when it lies wholly above, else inconclusive. The
+    interval is ±2 SE, or with ``df`` (a jackknife over ``df + 1`` replicates) the two-sided 95%
+    Student-t interval on ``df`` degrees of freedom."""
     if not (math.isfinite(slope) and math.isfinite(se)):
         return Check("inconclusive", f"{name}: slope not estimable")
+    q, what = (2.0, "±2 SE") if df is None else (float(stats.t.ppf(0.975, df)), f"95% t({df})")
+    lo, hi = slope - q * se, slope + q * se
+    txt = f"{name}: slope {slope:.3f}, {what} interval [{lo:.3f}, {hi:.3f}] vs ≤ {bound:g}"
     if hi <= bound:
         return Check("holds", txt)
     if lo > bound:

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
 
 from gessl.losses import infonce
 from theory.arora import LatentClassMixture
@@ -36,25 +37,24 @@ def _task_loss(m: torch.Tensor, q: torch.Tensor, p: torch.Tensor) -> torch.Tenso
 
 
 def _fit(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """ERM of the critic on the training tasks (L-BFGS), projected onto ‖M‖_F ≤ NORM_BOUND."""
-    m = torch.zeros(TASKS.dim, TASKS.dim, dtype=f64, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [m],
-        lr=1.0,
-        max_iter=200,
-        tolerance_grad=1e-10,
-        tolerance_change=1e-14,
-        line_search_fn="strong_wolfe",
+    """ERM of the critic on the training tasks (L-BFGS: SciPy's ``L-BFGS-B`` with torch's
+    gradient), projected onto ‖M‖_F ≤ NORM_BOUND."""
+    d = TASKS.dim
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        leaf = torch.from_numpy(x).reshape(d, d).requires_grad_(True)
+        loss = _task_loss(leaf, q, p)
+        (g,) = torch.autograd.grad(loss, leaf)
+        return float(loss.detach()), g.flatten().numpy()
+
+    res = minimize(
+        fun,
+        np.zeros(d * d),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 200, "gtol": 1e-10, "ftol": 1e-14},
     )
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = _task_loss(m, q, p)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    m = m.detach()
+    m = torch.from_numpy(res.x).reshape(d, d)
     norm = float(m.norm())
     return m * min(1.0, NORM_BOUND / norm) if norm > 0 else m
 

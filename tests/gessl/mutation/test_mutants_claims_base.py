@@ -237,7 +237,8 @@ def test_claim_fills_the_id_and_kind_of_its_result():
     with pytest.raises(
         ValueError,
         match=r"^verdict of a reproduction claim must be one of "
-        r"\('reproduced', 'not reproduced', 'inconclusive'\), got 'holds'$",
+        r"\('reproduced', 'not reproduced', 'mixed', 'no practical difference', 'inconclusive'\), "
+        r"got 'holds'$",
     ):
         _claim(kind="reproduction").check("tiny", 0)  # validated once the kind is known
     assert _claim(kind="reproduction", verdict="reproduced").check("tiny", 0).verdict == (
