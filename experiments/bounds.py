@@ -27,13 +27,12 @@ import re
 import sys
 import tempfile
 import time
-from functools import partial
 from typing import Any
 
 from tqdm import tqdm
 
 from experiments.claim_runner import run_claims, save_figure
-from experiments.parallel import default_jobs, in_workers
+from experiments.parallel import default_jobs
 from experiments.tracking import (
     main_entry,
     make_experiment,
@@ -230,8 +229,25 @@ def main(
 
     live = record_dir(_run)  # claims.json in the record folder after every claim (SIGKILL-safe)
 
+    # the reproduction claims' verdicts are final once every one of them is in (Holm over the
+    # fixed family): then they are corrected and their figures drawn here, in this otherwise
+    # idle process, while the workers go on with the other claims
+    waiting = {c.id for c in selected if c.kind == "reproduction"}
+    figure_dir: list[str] = []  # the run's temporary folder, once it exists
+
+    def reproduction_done() -> None:
+        correct_across(records)  # Holm over the fixed family, then the verdicts
+        for r in records:
+            if figure_dir and r["kind"] == "reproduction" and r["verdict"] != "error":
+                path = save_figure(r, figure_dir[0])
+                _run.add_artifact(path, f"{r['claim_id']}.png")
+
     def on_record(rec: dict[str, Any], figure: str | None) -> None:
         records.append(rec)
+        if rec["claim_id"] in waiting:
+            waiting.discard(rec["claim_id"])
+            if not waiting:
+                reproduction_done()
         _log_record(rec, order[rec["claim_id"]], _run)
         if live is not None:
             done = [{**r, "_order": order[r["claim_id"]]} for r in records]
@@ -247,22 +263,13 @@ def main(
 
     with tempfile.TemporaryDirectory() as tmp, bar:
         complete = False
+        if figures:
+            figure_dir.append(tmp)
         try:
             run_claims(
                 selected, profile, seed, workers, tmp if figures else None, on_record, device
             )
             records.sort(key=lambda r: order[r["claim_id"]])
-            correct_across(records)  # Holm over the fixed family, then the verdicts
-            if figures:  # the reproduction figures, now that their verdicts are final
-                final = [
-                    r for r in records if r["kind"] == "reproduction" and r["verdict"] != "error"
-                ]
-                in_workers(
-                    partial(save_figure, folder=tmp),
-                    final,
-                    workers,
-                    lambda rec, path: _run.add_artifact(path, f"{rec['claim_id']}.png"),
-                )
             complete = len(records) == len(selected)
         finally:  # also when interrupted: the verdicts reached so far are kept in the record
             records.sort(key=lambda r: order[r["claim_id"]])
