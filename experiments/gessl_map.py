@@ -102,6 +102,7 @@ def make_spec(
         "val_tasks": p["val_tasks"],
         "eval_tasks": p["eval_tasks"],
         "floor_tasks": p["floor_tasks"],
+        "floor_polish": p["floor_polish"],
         "tasks_per_step": 16,
         "n_samples": 16,
         "base": base_setting(),
@@ -158,7 +159,7 @@ def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> 
         floors = {}
         for direction in ("sigma", "sigma_excess"):
             q = (t.batch.query_a, t.batch.query_b)
-            shared = fit_floor(method, critic, q, t.lp, direction)
+            shared = fit_floor(method, critic, q, t.lp, direction, polish_iter=spec["floor_polish"])
             floors[f"shared_{direction}"] = shared.to_dict()
             floors[f"per_task_{direction}"] = fit_floor(
                 method, critic, (q[0][:k], q[1][:k]), t.lp[:k], direction, "per_task",
@@ -182,30 +183,31 @@ def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> 
         for s, r in zip(job["seeds"], trained)
         if r.diverged is None or "blew up" in r.diverged
     ]
-    groups: dict[tuple, list[tuple[str, dict]]] = {}
-    for name, ev in job["evals"].items():  # one measurement per σ-term setting and adaptation
-        groups.setdefault((ev["adapt"], ev["kl_direction"], ev["lookahead_steps"]), []).append(
-            (name, ev)
-        )
+    # one measurement per adapted parameter set: the cells read no σ-term, so their λ and KL
+    # direction do not change what is measured (calibration, tuning and their fixed protocols)
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for name, ev in job["evals"].items():
+        groups.setdefault(ev["adapt"], []).append((name, ev))
     if alive:
         sets = {s: task_sets(fam, s, spec["val_tasks"], spec["eval_tasks"], n) for s, _ in alive}
         method = alive[0][1].method
         models = [dict(r.method.online_params()) for _, r in alive]
-        for (adapt, direction, lam), evs in groups.items():
-            protocols = [Protocol(ev["test_steps"], ev["test_lr"]) for _, ev in evs]
+        for adapt, evs in groups.items():
+            protocols = list(
+                dict.fromkeys(Protocol(ev["test_steps"], ev["test_lr"]) for _, ev in evs)
+            )
             records = measure(
                 method,
                 models,
                 [sets[s][0] for s, _ in alive],
                 [sets[s][1] for s, _ in alive],
                 fixed=protocols,
-                lookahead=lam,
-                kl_direction=direction,
+                lookahead=0,  # no σ-term is read
                 names=method.head_names() if adapt == "projector" else None,
             )
             for (s, _), rec in zip(alive, records):
-                for (name, _), p in zip(evs, protocols):
-                    fixed = rec["fixed"][p.label]
+                for name, ev in evs:
+                    fixed = rec["fixed"][Protocol(ev["test_steps"], ev["test_lr"]).label]
                     runs[str(s)]["metrics"][name] = {
                         "sigma_phi": rec["sigma_phi_raw"],
                         "sigma_phi_calibrated": rec["sigma_phi_calibrated"],

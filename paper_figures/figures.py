@@ -139,7 +139,7 @@ def claims_summary(runs: list[RunRecord], out: Path) -> list[Path]:
             + tally(theorems, ("holds", "violated", "inconclusive"))
         )
         if repro:
-            title += f"; {len(repro)} reproduction claims: " + tally(
+            title += f"\n{len(repro)} reproduction claims: " + tally(
                 repro,
                 (
                     "reproduced",

@@ -81,11 +81,14 @@ def plot_map(assembled: dict[str, Any], title: str = "") -> Figure:
     """The four panels of the module docstring."""
     rows, families, by = _grid(assembled)
     seeds = assembled.get("spec", {}).get("seeds", 0)
+    floors = _floor_lines(assembled)
+    floors_in = 0.11 * (len(floors) + 1) + 0.2  # the floor list's height in inches (6 pt lines)
+    height = 0.32 * len(rows) + 2.6 + floors_in
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(
             1,
             len(PANELS) + 1,
-            figsize=(3.0 * (len(PANELS) + 1) + 2.5, 0.32 * len(rows) + 3.4),
+            figsize=(3.0 * (len(PANELS) + 1) + 2.5, height),
             sharey=True,
         )
         for ax, (key, panel_title) in zip(axes, PANELS):
@@ -160,7 +163,6 @@ def plot_map(assembled: dict[str, Any], title: str = "") -> Figure:
             ),
             fontsize=9,
         )
-        floors = _floor_lines(assembled)
         fig.text(
             0.01,
             0.01,
@@ -170,7 +172,7 @@ def plot_map(assembled: dict[str, Any], title: str = "") -> Figure:
             va="bottom",
             family="DejaVu Sans Mono",
         )
-        fig.tight_layout(rect=(0, 0.03 + 0.012 * len(floors), 1, 0.95))
+        fig.tight_layout(rect=(0, floors_in / height, 1, 1 - 0.7 / height))
     return fig
 
 

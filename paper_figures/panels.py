@@ -156,8 +156,8 @@ LEVELS = (
     ("sigma_phi_calibrated", "σ of φ\ncalibrated", "shared_sigma"),
     ("fixed:sigma_adapted", "σ adapted\nfixed (K, α)", "reachable_fixed_sigma"),
     ("sigma_adapted_tuned", "σ adapted\ntuned (K, α)", "reachable_tuned_sigma"),
-    ("excess_phi_calibrated", "excess of φ\ncalibrated", "shared_sigma_excess"),
-    ("excess_adapted_tuned", "excess adapted\ntuned", "reachable_tuned_sigma_excess"),
+    ("excess_phi_calibrated", "excess, φ\ncalibrated", "shared_sigma_excess"),
+    ("excess_adapted_tuned", "excess,\nadapted\ntuned", "reachable_tuned_sigma_excess"),
 )
 #: where a profile did not fit a floor, the one that still bounds the measure (unlimited
 #: adaptation bounds every adapted σ)

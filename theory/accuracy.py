@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gessl.adapt import Adapter
 from gessl.losses import infonce
 from gessl.sigma import kl_rows
 
@@ -138,15 +139,13 @@ def flip_log_probs(log_p_bayes: Tensor, margin: float = 1e-3) -> Tensor:
 
 
 def _descend(param: Tensor, loss_fn: Callable[[Tensor], Tensor], steps: int, lr: float) -> Tensor:
-    """Plain gradient descent on ``loss_fn(param)`` from ``param`` (no optimiser state)."""
+    """Plain gradient descent on ``loss_fn(param)`` from ``param`` (no optimiser state): the
+    adaptation engine's SGD loop (:class:`gessl.adapt.Adapter`) on one tensor."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    x = param.detach().clone().requires_grad_(True)
-    for _ in range(steps):
-        (grad,) = torch.autograd.grad(loss_fn(x), x)
-        with torch.no_grad():
-            x -= lr * grad
-    return x.detach()
+    state = Adapter.start({"x": param.detach().clone()})
+    state, _ = Adapter({}).sgd(state, steps, lambda p: loss_fn(p["x"]), lr, detach=True)
+    return state["dense"]["x"].detach()
 
 
 def fit_bilinear_critic(anchors: Tensor, candidates: Tensor, steps: int, lr: float = 0.3) -> Tensor:

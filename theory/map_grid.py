@@ -79,6 +79,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "val_tasks": 8,
         "eval_tasks": 16,
         "floor_tasks": 3,
+        "floor_polish": 2,
         "sweep": {"inner_lr": [0.1, 0.3], "critic": ["two_headed", "cosine"]},
         "panel": {},
     },
@@ -89,6 +90,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "val_tasks": 24,
         "eval_tasks": 48,
         "floor_tasks": 8,
+        "floor_polish": 5,
         "sweep": {
             "inner_lr": [0.03, 0.1, 0.3],
             "inner_steps": [1, 3],
@@ -106,9 +108,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": 10,
         "steps": 300,
         "outer_lr": 1e-2,
-        "val_tasks": 100,
-        "eval_tasks": 200,
+        "val_tasks": 50,
+        "eval_tasks": 100,
         "floor_tasks": 20,
+        "floor_polish": 20,
         "sweep": {
             "inner_lr": [0.01, 0.03, 0.1, 0.3, 1.0],
             "inner_steps": [1, 2, 3, 5],
