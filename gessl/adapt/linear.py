@@ -166,13 +166,13 @@ class FactoredPlan:
     def disable(self, reason: str) -> None:
         self.enabled, self.fallback = False, reason
 
-    def names(self, key: Any, weights: Params, run_one_task: Callable[[Linears], Any]) -> list[str]:
-        """The candidates worth factoring for ``key`` (a shape signature); ``run_one_task(mode)``
-        runs the support loss of one task with ``mode`` active, without gradients."""
+    def names(self, key: Any, weights: Params, run_one_task: Callable[[], Any]) -> list[str]:
+        """The candidates worth factoring for ``key`` (a shape signature); ``run_one_task()``
+        runs the support loss of one task (a recording mode is active, gradients are off)."""
         if key not in self._names:
             mode = Linears({id(weights[n]): (n, (), ()) for n in self.candidates})
             with torch.no_grad(), mode:
-                run_one_task(mode)
+                run_one_task()
             rows: dict[str, int] = {}
             for name, shape, _ in mode.calls:
                 rows[name] = rows.get(name, 0) + shape[:-1].numel()

@@ -119,7 +119,7 @@ class OuterStep:
         return self.plan.names(
             self.key(batch, targets),
             weights,
-            lambda _mode: fast.support_loss(one, first)(phi),
+            lambda: fast.support_loss(one, first)(phi),
         )
 
     def gradients(

@@ -6,8 +6,11 @@ noisy views of Gaussian latents (:mod:`theory.gaussian_task`), and the homogeneo
 and noise-level families (:mod:`theory.task_families`) — for seven critics each: the Bayes
 critic, the decision-flipping critic closest to it (the near-worst case), Bayes logits with
 Gaussian noise of two scales, a bilinear critic and a cosine temperature fitted briefly by
-gradient descent on the library's InfoNCE, and a random bilinear critic. σ and its reverse come
-from :mod:`gessl.sigma`.
+gradient descent on the library's InfoNCE, and a random bilinear critic. A sixth setting is the
+bound's sharp case: posteriors with a near-tie between two classes that hold almost all the mass
+(:func:`near_tie_posteriors`), where the decision-flipping critic has gap/√(2σ) → 1 — so a bound
+twice too tight, √(σ/2), or one without the square root, 2σ, is violated (the claim's declared
+alternatives). σ and its reverse come from :mod:`gessl.sigma`.
 
 The per-query steps (gap ≤ 2TV, Pinsker) are deterministic and checked to float precision;
 the population statement ``acc(π*) − acc(π) ≤ √(2σ)`` is judged in Monte-Carlo standard errors
@@ -34,7 +37,15 @@ from theory.accuracy import (
     fit_cosine_temperature,
     flip_log_probs,
 )
-from theory.claims.base import Check, ClaimResult, Series, combine, judge_close, judge_le
+from theory.claims.base import (
+    Alternative,
+    Check,
+    ClaimResult,
+    Series,
+    combine,
+    judge_close,
+    judge_le,
+)
 from theory.claims.registry import claim
 from theory.gaussian_task import LatentViewTasks, SphereTasks
 from theory.task_families import make_family
@@ -48,6 +59,38 @@ Sampler = Callable[[torch.Generator, int], tuple[Tensor, Tensor, Tensor]]
 
 def _gen(seed: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + salt)
+
+
+#: the near-tie setting: π* puts almost all its mass on two classes whose log-odds differ by
+#: ε ~ U(NEAR_TIE_EPS), the others NEAR_TIE_FLOOR nats below — the sharp case of the chain, where
+#: the decision-flipping critic has gap/√(2σ) → 1 (Pinsker is tight for two near-equal masses)
+NEAR_TIE_EPS = (0.02, 0.2)
+NEAR_TIE_FLOOR = 14.0
+
+
+def near_tie_posteriors(g: torch.Generator, tasks: int) -> tuple[Tensor, Tensor]:
+    """Bayes log-posteriors ``[tasks, N, N]`` of the near-tie setting and labels ``[tasks, N]``
+    drawn from them (so that the 0/1 gap has the expected gap as its mean)."""
+    n = N_CLASSES
+    logits = torch.full((tasks, n, n), -NEAR_TIE_FLOOR, dtype=torch.float64)
+    pair = torch.rand(tasks, n, n, generator=g, dtype=torch.float64).argsort(-1)[..., :2]
+    lo, hi = NEAR_TIE_EPS
+    eps = lo + (hi - lo) * torch.rand(tasks, n, generator=g, dtype=torch.float64)
+    logits.scatter_(-1, pair[..., :1], 0.0)
+    logits.scatter_(-1, pair[..., 1:], -eps.unsqueeze(-1))
+    lb = torch.log_softmax(logits, dim=-1)
+    labels = torch.multinomial(lb.exp().reshape(-1, n), 1, generator=g).reshape(tasks, n)
+    return lb, labels
+
+
+def _near_tie_critics(lb: Tensor, g: torch.Generator) -> dict[str, Tensor]:
+    """The Bayes critic, the decision flip (gap/√(2σ) → 1 here) and Bayes with small noise."""
+    noisy = lb + 0.05 * torch.randn(lb.shape, generator=g, dtype=lb.dtype)
+    return {
+        "Bayes": lb,
+        "decision flip (near-worst)": flip_log_probs(lb),
+        "Bayes + noise 0.05": torch.log_softmax(noisy, dim=-1),
+    }
 
 
 def _settings() -> dict[str, Sampler]:
@@ -101,6 +144,22 @@ def _critics(
     return out
 
 
+def population_bound(s: float) -> float:
+    """The bound under test on the expected accuracy lost: ``√(2σ)`` (the per-query steps of
+    the chain are judged with Pinsker's own constant, :func:`_judge_chain`)."""
+    return accuracy_gap_bound(s)
+
+
+def _half_bound(s: float | Tensor) -> float | Tensor:
+    """The alternative ``√(σ/2)`` (a factor 2 lost in Pinsker's constant)."""
+    return torch.sqrt(s / 2) if isinstance(s, Tensor) else math.sqrt(s / 2)
+
+
+def _linear_bound(s: float | Tensor) -> float | Tensor:
+    """The alternative ``2σ`` (the square root dropped)."""
+    return 2 * s
+
+
 def _mean_se(per_task: Tensor) -> tuple[float, float]:
     return float(per_task.mean()), float(per_task.std() / math.sqrt(per_task.numel()))
 
@@ -110,7 +169,7 @@ def _bound_check(name: str, gap_t: Tensor, kl_t: Tensor) -> tuple[Check, float, 
     ``gap_t − KL_t/√(2σ)`` (delta method for √(2σ̂)); returns the check, the bound and the
     slack."""
     s = float(kl_t.mean())
-    bound = accuracy_gap_bound(s)
+    bound = population_bound(s)
     gap = float(gap_t.mean())
     diff = gap_t - kl_t / bound if bound > 0 else gap_t
     se = float(diff.std() / math.sqrt(diff.numel()))
@@ -159,21 +218,39 @@ def _judge_chain(label: str, chain: AccuracyChain) -> list[Check]:
     "exact",
     setting=(
         "prototypes on a sphere and two noisy views (`gaussian_task`, docs/settings.md §2) and "
-        "the three Gaussian task families (§1), N = 16, seven critics each (§9)"
+        "the three Gaussian task families (§1), N = 16, seven critics each (§9); and "
+        "near-tie posteriors (two classes, log-odds 0.02–0.2 apart) with three critics"
     ),
     cost=1.2,
+    alternatives=(
+        Alternative(
+            "bound_half",
+            "the bound twice too tight: acc(π*) − acc(π) ≤ √(σ/2)",
+            {"theory.claims.accuracy.population_bound": _half_bound},
+        ),
+        Alternative(
+            "no_square_root",
+            "the square root dropped: acc(π*) − acc(π) ≤ 2σ",
+            {"theory.claims.accuracy.population_bound": _linear_bound},
+        ),
+    ),
 )
 def sigma_accuracy_bound(budget: str, seed: int) -> ClaimResult:
     tasks = {"tiny": 100, "quick": 400, "full": 4000}[budget]
     steps = {"tiny": 15, "quick": 25, "full": 100}[budget]
-    labels = task_labels(N_CLASSES)
     checks: list[Check] = []
     rows: list[dict[str, float | str]] = []
+    cases = []  # (setting, Bayes log-posteriors, labels, critics)
     for k, (name, sample) in enumerate(_settings().items()):
         g = _gen(seed, 10 + k)
         u, v, bayes = sample(g, tasks)
         lb = torch.log_softmax(bayes, dim=-1)
-        for critic, lq in _critics(sample, u, v, bayes, g, steps).items():
+        cases.append((name, lb, task_labels(N_CLASSES), _critics(sample, u, v, bayes, g, steps)))
+    g = _gen(seed, 99)
+    lb, tie_labels = near_tie_posteriors(g, tasks)
+    cases.append(("near tie", lb, tie_labels, _near_tie_critics(lb, g)))
+    for name, lb, labels, critics in cases:
+        for critic, lq in critics.items():
             label = f"{name} / {critic}"
             chain = accuracy_chain(lq, lb, labels)
             checks += _judge_chain(label, chain)
@@ -244,7 +321,7 @@ def sigma_accuracy_bound(budget: str, seed: int) -> ClaimResult:
     return ClaimResult(
         c.verdict,
         c.reason,
-        f"gap ≤ √(2σ) for {len(rows)} critics in 5 settings; smallest slack √(2σ) − gap = "
+        f"gap ≤ √(2σ) for {len(rows)} critics in 6 settings; smallest slack √(2σ) − gap = "
         f"{float(tight['slack_sigma']):.3f} ({tight['setting']}, {tight['critic']}: gap "
         f"{float(tight['gap']):.3f} vs {float(tight['bound_sigma']):.3f}); gap/√(2σ) median "
         f"{ratios[len(ratios) // 2]:.2f}, max {ratios[-1]:.2f}; other critics' max "
@@ -268,7 +345,7 @@ def sigma_accuracy_bound(budget: str, seed: int) -> ClaimResult:
             Series("√(2 sigma_excess)", xs, [r["bound_sigma_excess"] for r in ordered]),
             Series("E 2TV(π, π*)", xs, [r["tv2"] for r in ordered]),
         ],
-        x_label="σ per query of the critic, E KL(π ‖ π*) (35 critics, sorted)",
+        x_label="σ per query of the critic, E KL(π ‖ π*) (38 critics, sorted)",
         y_label="accuracy (expected, per query)",
         se=max(float(r["gap_se"]) for r in rows),
         details={

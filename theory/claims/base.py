@@ -19,11 +19,15 @@ Three kinds:
 
 from __future__ import annotations
 
+import importlib
 import math
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from unittest import mock
 
 import numpy as np
 from scipy import stats
@@ -36,6 +40,7 @@ __all__ = [
     "THEOREM_KINDS",
     "THEOREM_VERDICTS",
     "VERDICTS",
+    "Alternative",
     "Check",
     "Claim",
     "ClaimResult",
@@ -252,6 +257,71 @@ def _plain(x: Any) -> Any:
 CheckFn = Callable[[str, int], ClaimResult]
 
 
+def clear_claim_caches() -> None:
+    """Empty every ``functools`` cache of the claim and theory modules (a check run under an
+    :class:`Alternative` must neither read nor leave results computed under another
+    statement)."""
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("theory.", "gessl.")):
+            continue
+        for value in list(vars(module).values()):
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear) and getattr(value, "__module__", None) == name:
+                clear()
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A wrong variant of a claim's statement or setting that its check must call *violated*
+    (the claim's power: what a careless derivation or a bug would produce).
+
+    Attributes:
+        name: a short identifier, unique within the claim.
+        description: what is wrong, in words (a constant off by a factor, a dropped term, a
+            threshold moved, an untrained model, a wrong embedding).
+        overrides: ``"package.module.name"`` → the value the check sees instead while the
+            alternative is applied (a constant, a bound function, a training budget): a
+            parameter override, never a text patch of the code.
+        fast: cheap enough for the test suite's ``tiny`` power check.
+        rejects_on: the profiles on which the check is built to reject it (the default profile
+            ``quick`` at least).
+    """
+
+    name: str
+    description: str
+    overrides: Mapping[str, Any]
+    fast: bool = True
+    rejects_on: tuple[str, ...] = ("tiny", "quick", "full")
+
+    def __post_init__(self) -> None:
+        if not self.overrides:
+            raise ValueError(f"alternative {self.name!r}: no override (it would change nothing)")
+        for target in self.overrides:
+            module, _, attr = target.rpartition(".")
+            if not module or not attr:
+                raise ValueError(f"alternative {self.name!r}: {target!r} is not module.name")
+        bad = set(self.rejects_on) - set(BUDGETS)
+        if bad or "quick" not in self.rejects_on:
+            raise ValueError(
+                f"alternative {self.name!r}: rejects_on must name profiles of {BUDGETS} and "
+                "include the default 'quick'"
+            )
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The overrides in place (and the claim caches empty) inside the block."""
+        with ExitStack() as stack:
+            for target, value in self.overrides.items():
+                module, _, attr = target.rpartition(".")
+                owner = importlib.import_module(module)
+                if not hasattr(owner, attr):
+                    raise AttributeError(f"alternative {self.name!r}: {target} does not exist")
+                stack.enter_context(mock.patch.object(owner, attr, value))
+            clear_claim_caches()
+            stack.callback(clear_claim_caches)
+            yield
+
+
 @dataclass(frozen=True)
 class Claim:
     """A registered claim.
@@ -271,6 +341,8 @@ class Claim:
             groups first so the workers finish together.
         setting: the closed-form setting the check runs in (a section of
             ``docs/settings.md`` and its module), shown in ``docs/claims.md``.
+        alternatives: wrong variants of the statement or setting the check must reject
+            (:class:`Alternative`; ``python -m experiments.bounds with power=True``).
     """
 
     id: str
@@ -282,21 +354,44 @@ class Claim:
     group: str | None = None
     cost: float = 1.0
     setting: str = ""
+    alternatives: tuple[Alternative, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"claim {self.id!r}: kind must be one of {KINDS}")
+        names = [a.name for a in self.alternatives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"claim {self.id!r}: alternative names repeat: {names}")
 
-    def check(self, budget: str = "quick", seed: int = 0, device: str | None = None) -> ClaimResult:
+    def alternative(self, name: str) -> Alternative:
+        """The declared alternative ``name``."""
+        for a in self.alternatives:
+            if a.name == name:
+                return a
+        known = ", ".join(a.name for a in self.alternatives) or "none"
+        raise ValueError(f"claim {self.id!r} has no alternative {name!r} (declared: {known})")
+
+    def check(
+        self,
+        budget: str = "quick",
+        seed: int = 0,
+        device: str | None = None,
+        alternative: str | None = None,
+    ) -> ClaimResult:
         """Run the check; the result carries budget, seed and wall-clock seconds. Claims that
         train a model (the GeSSL reproductions) train on ``device`` (``None``/``"auto"``: CUDA
-        when available, else the CPU); closed forms and evaluations run on the CPU."""
+        when available, else the CPU); closed forms and evaluations run on the CPU. With
+        ``alternative`` (a declared :class:`Alternative`'s name) the check runs against that
+        wrong variant (its verdict should be ``violated``)."""
         if budget not in BUDGETS:
             raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
         from theory.fair_test import training_device  # (fair_test imports this package)
 
+        wrong = ExitStack()
+        if alternative is not None:
+            wrong.enter_context(self.alternative(alternative).applied())
         start = time.perf_counter()
-        with training_device(device):
+        with wrong, training_device(device):
             result = self.run(budget, seed)
         result.seconds = time.perf_counter() - start
         result.budget, result.seed = budget, seed

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from theory.claims.base import CheckFn, Claim
+from collections.abc import Sequence
+
+from theory.claims.base import Alternative, CheckFn, Claim
 
 __all__ = ["all_claims", "claim", "get_claim", "register", "unregister"]
 
@@ -31,11 +33,26 @@ def claim(
     group: str | None = None,
     cost: float = 1.0,
     setting: str = "",
+    alternatives: Sequence[Alternative] = (),
 ):
-    """Decorator form: ``@claim(...)`` on a ``run(budget, seed) -> ClaimResult`` function."""
+    """Decorator form: ``@claim(...)`` on a ``run(budget, seed) -> ClaimResult`` function;
+    ``alternatives``: the wrong variants its check must reject (:class:`Alternative`)."""
 
     def decorate(fn: CheckFn) -> CheckFn:
-        register(Claim(id, statement, source, provenance, kind, fn, group, cost, setting))
+        register(
+            Claim(
+                id,
+                statement,
+                source,
+                provenance,
+                kind,
+                fn,
+                group,
+                cost,
+                setting,
+                tuple(alternatives),
+            )
+        )
         return fn
 
     return decorate
