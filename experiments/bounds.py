@@ -9,6 +9,7 @@
     python -m experiments.bounds print_config
     python -m experiments.bounds -F other_runs_dir         # an extra file observer
     python -m experiments.bounds --list                    # the catalogue (docs/claims.md)
+    python -m experiments.bounds --power                   # the power run (= with power=True)
 
 Each claim's record (measured and bound series, slopes, standard errors, verdict and reason)
 goes to ``runs/<id>/claims.json`` and its figure to ``runs/<id>/<claim>.png`` (Sacred artifacts,
@@ -18,6 +19,14 @@ reproduction claim of the run. Exit status: 0 when every theorem claim holds (or
 inconclusive), 1 when one is violated or any check raised; with ``strict=True`` also 1 when a
 reproduction claim is *not reproduced*; 2 when the ``--sql`` database cannot be reached (nothing
 is recorded; ``--sql-optional`` goes ahead with the file record only).
+
+**The power run** (``--power`` or ``with power=True``) checks, instead of the claims, each
+claim's declared wrong alternatives (:class:`theory.claims.Alternative`) on the chosen profile
+and prints claim | alternative | verdict | rejected | seconds. An alternative is *rejected* when
+the check calls it ``violated``. Its record is ``runs/<id>/power.json``; ``python -m
+experiments.docs --power runs/<id>/power.json`` puts it into the catalogue (docs/claims.md).
+Exit status: 0 when every alternative declared rejectable on the profile is rejected, 1
+otherwise (one not rejected, or a check that raised).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from experiments.claim_runner import run_claims, save_figure
+from experiments.claim_runner import power_units, run_claims, run_power, save_figure
 from experiments.parallel import default_jobs
 from experiments.tracking import (
     main_entry,
@@ -77,6 +86,7 @@ def config() -> None:
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
     strict = False  # True: a reproduction claim that is 'not reproduced' also makes the exit 1
     device = "auto"  # where the claims that train do: "auto" (CUDA if available), "cpu", "cuda"
+    power = False  # True: check each claim's declared wrong alternatives instead (--power)
 
 
 @validates(ex)
@@ -88,6 +98,8 @@ def _check(config: dict[str, Any]) -> None:
     selected = set(config["claims"] or ids) - set(config["exclude"])
     if not selected:
         raise UsageError("claims: every selected claim is excluded (nothing to run)")
+    if config["power"] and not any(get_claim(c).alternatives for c in selected):
+        raise UsageError("power: none of the selected claims declares an alternative")
     split = set(family_missing(sorted(selected))) & set(config["exclude"])
     if split:
         raise UsageError(
@@ -163,7 +175,24 @@ def verdict_table(records: list[dict[str, Any]]) -> str:
             + "   (* = primary test: the paper's direction σ = KL(π_model ‖ π*), each model at "
             "its calibrated scale and tuned (K, α))"
         )
+    lines.append(_final_line(theorems))
     return "\n".join(lines)
+
+
+def _final_line(theorems: list[dict[str, Any]]) -> str:
+    """The last line: theorem claims held, and by name those violated, inconclusive or raised
+    (an inconclusive claim leaves the exit status 0 but is never passed over in silence)."""
+    held = sum(r["verdict"] == "holds" for r in theorems)
+    text = f"summary: {held}/{len(theorems)} theorem claims hold"
+    for verdict, label in (
+        ("violated", "violated"),
+        ("error", "raised"),
+        ("inconclusive", "inconclusive (no verdict; exit status unaffected)"),
+    ):
+        ids = [r["claim_id"] for r in theorems if r["verdict"] == verdict]
+        if ids:
+            text += f"; {label}: {', '.join(ids)}"
+    return text
 
 
 def _log_record(rec: dict[str, Any], step: int, _run: Any) -> None:
@@ -206,11 +235,14 @@ def main(
     jobs: int,
     strict: bool,
     device: str,
+    power: bool,
     _run: Any,
 ) -> dict[str, Any]:
     selected = [get_claim(c) for c in claims] if claims else all_claims()
     skip = {get_claim(c).id for c in exclude}  # validates the ids
     selected = [c for c in selected if c.id not in skip]
+    if power:
+        return _power(selected, profile, seed, default_jobs() if jobs == 0 else jobs, _run)
     # a reproduction claim of the fixed Holm family is judged with the family's primary tests:
     # the whole family runs (the same verdict alone as in the catalogue)
     companions = family_missing([c.id for c in selected])
@@ -311,10 +343,89 @@ def main(
     }
 
 
+def power_table(records: list[dict[str, Any]]) -> str:
+    """The power run's table: one row per alternative, and the count rejected."""
+    lines = [f"{'claim':<32} {'alternative':<26} {'verdict':<13} {'rejected':<9} seconds"]
+    for r in records:
+        mark = "yes" if r["rejected"] else ("NO" if r["expected"] else "no (not declared here)")
+        lines.append(
+            f"{r['claim_id']:<32} {r['alternative']:<26} {r['verdict']:<13} {mark:<9} "
+            f"{r['seconds']:.2f}"
+        )
+    due = [r for r in records if r["expected"]]
+    missed = [f"{r['claim_id']}/{r['alternative']}" for r in due if not r["rejected"]]
+    lines.append(
+        f"{sum(r['rejected'] for r in due)}/{len(due)} alternatives declared rejectable on this "
+        "profile were rejected" + (f"; NOT rejected: {', '.join(missed)}" if missed else "")
+    )
+    return "\n".join(lines)
+
+
+def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> dict[str, Any]:
+    """The power run: every declared alternative of ``selected`` on ``profile``."""
+    units = power_units(selected)
+    order = {u: i for i, u in enumerate(units)}
+    records: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    live = record_dir(_run)
+    bar = progress(total=len(units), desc="alternatives", unit="alt")
+
+    def write(path: str, complete: bool) -> None:
+        ordered = sorted(records, key=lambda r: order[(r["claim_id"], r["alternative"])])
+        payload = {"profile": profile, "seed": seed, "complete": complete, "power": ordered}
+        write_json_atomic(path, payload)
+
+    def on_record(rec: dict[str, Any]) -> None:
+        records.append(rec)
+        if live is not None:
+            write(os.path.join(live, "power.json"), False)
+        set_progress(f"alternative {len(records)}/{len(units)}")
+        bar.update(1)
+        mark = "rejected" if rec["rejected"] else f"NOT rejected ({rec['verdict']})"
+        tqdm.write(
+            f"[{len(records)}/{len(units)}] {rec['claim_id']} / {rec['alternative']}: {mark}",
+            file=sys.stderr,
+        )
+
+    with tempfile.TemporaryDirectory() as tmp, bar:
+        complete = False
+        try:
+            run_power(selected, profile, seed, workers, on_record)
+            complete = len(records) == len(units)
+        finally:
+            path = os.path.join(tmp, "power.json")
+            write(path, complete)
+            _run.add_artifact(path, "power.json")
+    records.sort(key=lambda r: order[(r["claim_id"], r["alternative"])])
+    print(power_table(records))
+    _run.info["wandb_tables"] = {
+        "power": {
+            "columns": ["claim", "alternative", "verdict", "rejected", "seconds"],
+            "data": [
+                [r["claim_id"], r["alternative"], r["verdict"], r["rejected"], r["seconds"]]
+                for r in records
+            ],
+        }
+    }
+    due = [r for r in records if r["expected"]]
+    return {
+        "power": True,
+        "alternatives": len(records),
+        "rejected": sum(r["rejected"] for r in records),
+        "not_rejected": [f"{r['claim_id']}/{r['alternative']}" for r in due if not r["rejected"]],
+        "without_alternatives": [c.id for c in selected if not c.alternatives],
+        "jobs": workers,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
 def exit_code(run: Any) -> int:
     """1 if a theorem claim is violated or a check raised (with ``strict``, also if a
-    reproduction claim is not reproduced), else 0."""
+    reproduction claim is not reproduced), else 0; for the power run, 1 if an alternative
+    declared rejectable on the profile was not rejected."""
     result = getattr(run, "result", None) or {}
+    if result.get("power"):
+        return 1 if result.get("not_rejected") else 0
     if result.get("violated") or result.get("errors"):
         return 1
     return 1 if result.get("strict") and result.get("not_reproduced") else 0
@@ -326,4 +437,11 @@ if __name__ == "__main__":
 
         print("\n".join(catalogue_lines()))
         sys.exit(0)
+    if "--power" in sys.argv[1:]:  # the power run: the same as `with power=True`
+        args = [a for a in sys.argv[1:] if a != "--power"]
+        if "with" in args:
+            args.insert(args.index("with") + 1, "power=True")
+        else:
+            args = ["with", "power=True", *args]
+        sys.argv = [sys.argv[0], *args]
     main_entry(ex, exit_code)

@@ -22,7 +22,7 @@ from typing import Any
 from experiments.parallel import in_workers, reseed
 from theory.claims import Claim, get_claim
 
-__all__ = ["error_record", "run_claims", "save_figure"]
+__all__ = ["error_record", "power_units", "run_claims", "run_power", "save_figure"]
 
 Record = dict[str, Any]
 OnRecord = Callable[[Record, "str | None"], None]
@@ -117,3 +117,51 @@ def run_claims(
 
     check = partial(_check_group, profile=profile, seed=seed, figure_dir=figure_dir, device=device)
     in_workers(check, _groups(selected), jobs, done)
+
+
+def power_units(selected: Sequence[Claim]) -> list[tuple[str, str]]:
+    """``(claim, alternative)`` for every declared alternative of ``selected``, costliest
+    claims first (registry order otherwise)."""
+    ordered = sorted(selected, key=lambda c: -c.cost)
+    return [(c.id, a.name) for c in ordered for a in c.alternatives]
+
+
+def _check_alternative(unit: tuple[str, str], profile: str, seed: int) -> Record:
+    """One alternative's power record: the check's verdict under the wrong variant, whether it
+    rejected it (``violated``) and whether the claim declares it rejectable on ``profile``."""
+    claim_id, name = unit
+    c = get_claim(claim_id)
+    alt = c.alternative(name)
+    reseed(seed)
+    start = time.perf_counter()
+    try:
+        result = c.check(budget=profile, seed=seed, alternative=name)
+        verdict, reason = result.verdict, result.reason
+    except Exception as exc:  # an alternative that breaks the check is not a rejection
+        verdict, reason = "error", f"the check raised {type(exc).__name__}: {exc}"
+    return {
+        "claim_id": claim_id,
+        "kind": c.kind,
+        "alternative": name,
+        "description": alt.description,
+        "verdict": verdict,
+        "rejected": verdict == "violated",
+        "expected": profile in alt.rejects_on,
+        "reason": reason,
+        "seconds": time.perf_counter() - start,
+        "profile": profile,
+        "seed": seed,
+    }
+
+
+def run_power(
+    selected: Sequence[Claim],
+    profile: str,
+    seed: int,
+    jobs: int,
+    on_record: Callable[[Record], None],
+) -> None:
+    """Check every declared alternative of ``selected`` on ``profile`` with ``jobs``
+    processes, calling ``on_record(record)`` as each comes in."""
+    check = partial(_check_alternative, profile=profile, seed=seed)
+    in_workers(check, power_units(selected), jobs, lambda _unit, rec: on_record(rec))

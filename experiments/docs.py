@@ -4,6 +4,7 @@ from the method registry and the loss cards.
 
     python -m experiments.docs            # rewrite the three files
     python -m experiments.docs --check    # exit 1, naming the files, when one is stale
+    python -m experiments.docs --power runs/<id>/power.json   # the catalogue's "rejects" column
 
 The files are generated so that they cannot drift from the code: a test runs ``--check``.
 Exit status: 0 written or up to date, 1 stale (with ``--check``), 2 usage error.
@@ -68,11 +69,45 @@ def catalogue_lines() -> list[str]:
     return lines
 
 
+#: the last power run put into the catalogue (``--power``): what each alternative's check said
+POWER_FILE = "docs/power.json"
+
+
+def _power_results() -> tuple[str | None, dict[tuple[str, str], dict[str, Any]]]:
+    """The profile and the per-alternative records of :data:`POWER_FILE` (none: empty)."""
+    path = ROOT / POWER_FILE
+    if not path.exists():
+        return None, {}
+    data = json.loads(path.read_text())
+    return data["profile"], {(r["claim_id"], r["alternative"]): r for r in data["power"]}
+
+
+def _rejects(c: Any, power: dict[tuple[str, str], dict[str, Any]]) -> str:
+    if not c.alternatives:
+        return "—"
+    runs = [power.get((c.id, a.name)) for a in c.alternatives]
+    done = [r for r in runs if r is not None]
+    text = f"{sum(r['rejected'] for r in done)}/{len(c.alternatives)}"
+    return text if len(done) == len(runs) else f"{text} ({len(runs) - len(done)} not run)"
+
+
+def _alternative_line(a: Any, rec: dict[str, Any] | None) -> str:
+    if rec is None:
+        what = "not in the last power run"
+    elif rec["rejected"]:
+        what = f"rejected ({rec['verdict']}, {rec['seconds']:.1f} s)"
+    else:
+        what = f"**NOT rejected** ({rec['verdict']}, {rec['seconds']:.1f} s)"
+    return f"  - `{a.name}` — {a.description}: {what}"
+
+
 def claims_markdown() -> str:
-    """``docs/claims.md``: every registered claim with statement, kind, tag, source, setting."""
+    """``docs/claims.md``: every registered claim with statement, kind, tag, source, setting,
+    its declared wrong alternatives and what the last power run said of them."""
     from theory.claims import all_claims
 
     claims = all_claims()
+    power_profile, power = _power_results()
     out = [
         "# The claims catalogue",
         "",
@@ -92,11 +127,19 @@ def claims_markdown() -> str:
         "reconstruction choices behind the GeSSL claims in [reconstruction.md](reconstruction.md) "
         "and [reproduction.md](reproduction.md).",
         "",
-        "| claim | kind | tag | statement |",
-        "|---|---|---|---|",
+        "**Power.** Each claim declares wrong alternatives of its statement or setting (a "
+        "constant off by a factor, a dropped term, a moved threshold, an untrained model) that "
+        "its check must call *violated*; `python -m experiments.bounds --power` runs them. The "
+        "column *rejects* counts the alternatives the last power run "
+        + (f"(profile `{power_profile}`) " if power_profile else "")
+        + "rejected, of those declared (— : none declared yet).",
+        "",
+        "| claim | kind | tag | rejects | statement |",
+        "|---|---|---|---|---|",
     ]
     out += [
-        f"| [`{c.id}`](#{c.id}) | {c.kind} | {_cell(c.provenance)} | {_cell(c.statement)} |"
+        f"| [`{c.id}`](#{c.id}) | {c.kind} | {_cell(c.provenance)} | {_rejects(c, power)} | "
+        f"{_cell(c.statement)} |"
         for c in claims
     ]
     for c in claims:
@@ -112,6 +155,9 @@ def claims_markdown() -> str:
             f"- **setting:** {c.setting or '—'}",
             f"- **check:** `{c.run.__module__}.{c.run.__name__}`",
         ]
+        if c.alternatives:
+            out.append("- **wrong alternatives it must reject:**")
+            out += [_alternative_line(a, power.get((c.id, a.name))) for a in c.alternatives]
     return "\n".join(out) + "\n"
 
 
@@ -326,6 +372,27 @@ def methods_markdown() -> str:
     return "\n".join(out) + "\n"
 
 
+def _take_power(source: Path, target: Path) -> str | None:
+    """Copy the per-alternative results of a power record to ``target``; an error message when
+    it is not one."""
+    try:
+        data = json.loads(source.read_text())
+        rows = [
+            {k: r[k] for k in ("claim_id", "alternative", "verdict", "rejected", "seconds")}
+            for r in data["power"]
+        ]
+        profile = str(data["profile"])
+    except OSError as exc:
+        return f"cannot read {source}: {exc.strerror or exc}"
+    except (ValueError, KeyError, TypeError):
+        return f"{source} is not a power run's record (power.json)"
+    if not data.get("complete", False):
+        return f"{source} is the record of an unfinished power run"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"profile": profile, "power": rows}, indent=1) + "\n")
+    return None
+
+
 GENERATED = {
     "docs/claims.md": claims_markdown,
     "docs/experiments.md": experiments_markdown,
@@ -341,8 +408,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--check", action="store_true", help="compare instead of writing")
     p.add_argument("--root", default=str(ROOT), help="repository root (default: this checkout)")
+    p.add_argument(
+        "--power",
+        metavar="POWER_JSON",
+        help="a power run's record (runs/<id>/power.json) to put into the catalogue first",
+    )
     args = p.parse_args(argv)
     root = Path(args.root)
+    if args.power is not None:
+        err = _take_power(Path(args.power), root / POWER_FILE)
+        if err:
+            print(f"error: --power: {err}", file=sys.stderr)
+            return 2
     stale = []
     for rel, make in GENERATED.items():
         path = root / rel

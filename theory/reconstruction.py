@@ -44,6 +44,7 @@ import numpy as np
 
 __all__ = [
     "ReconstructionModel",
+    "batched_probe_excess",
     "nested_probe_excess",
     "ols_expected_excess",
     "random_instance",
@@ -216,4 +217,33 @@ def nested_probe_excess(
         start = n
         w = np.linalg.solve(gram, cross)
         out[j] = model.risk(m, w) - bayes
+    return out
+
+
+def batched_probe_excess(
+    model: ReconstructionModel,
+    m: np.ndarray,
+    x1: np.ndarray,
+    t: np.ndarray,
+    ns: list[int],
+) -> np.ndarray:
+    """:func:`nested_probe_excess` for many independent draws at once.
+
+    ``x1`` is ``[R, n, d1]`` and ``t`` is ``[R, n]`` (R labelled draws of n samples each);
+    returns ``[R, len(ns)]``, the excess over Bayes of the probe on ``Mx₁`` fitted on the first
+    n samples of each draw (increasing ``ns``, each at most n).
+    """
+    if list(ns) != sorted(ns) or ns[-1] > x1.shape[1]:
+        raise ValueError("sample sizes must increase and fit in the draws")
+    feats = x1 @ m.T  # [R, n, p]
+    bayes = model.bayes_risk()
+    out = np.empty((x1.shape[0], len(ns)))
+    for j, n in enumerate(ns):
+        f = feats[:, :n]
+        gram = np.einsum("rni,rnj->rij", f, f)
+        cross = np.einsum("rni,rn->ri", f, t[:, :n])
+        w = np.linalg.solve(gram, cross[..., None])[..., 0]
+        v = w @ m  # [R, d1]: the probe as a linear map of x₁
+        risk = model.var_t - 2 * v @ model.sigma1t + np.einsum("ri,ij,rj->r", v, model.sigma11, v)
+        out[:, j] = risk - bayes
     return out

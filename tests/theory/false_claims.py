@@ -58,3 +58,15 @@ def contradicted_reproduction(budget: str, seed: int) -> ClaimResult:
         [Series("σ: GeSSL − plain", list(range(6)), diffs)],
         details={"tests": [tests[0].to_dict() | {"primary": True, "key": "sigma"}]},
     )
+
+
+#: the constant :func:`blunt_claim` compares against (a power test overrides it)
+BLUNT_CONSTANT = 1.0
+
+
+def blunt_claim(budget: str, seed: int) -> ClaimResult:
+    """A check that cannot see its constant: it holds whatever ``BLUNT_CONSTANT`` is (a claim
+    without power, for the power run's exit status)."""
+    measured = 0.5 * min(BLUNT_CONSTANT, 1.0)
+    c = judge_le("half ≤ constant", measured, BLUNT_CONSTANT)
+    return ClaimResult(c.verdict, c.reason, "blunt", [Series("m", [1], [measured])])

@@ -27,6 +27,7 @@ from gessl.adapt import (
     NotFactorableError,
     TaskObjective,
     adapt_tasks,
+    linear_weights,
     per_task,
     summed_grad,
 )
@@ -283,6 +284,7 @@ def test_a_tasks_own_weight_replaces_the_adaptations(form):
     assert kl > 1e-4 and float(base["loss"]) == pytest.approx(query + 0.8 * kl, rel=1e-12)
     _, own = run(torch.tensor(0.3, dtype=f64))
     assert float(own["loss"]) == pytest.approx(query + 0.3 * kl, rel=1e-12)
+    assert float(own["kl"]) == pytest.approx(kl, rel=1e-12)  # a σ-term ran: it is reported
     _, off = run(torch.tensor(0.0, dtype=f64))
     assert float(off["loss"]) == pytest.approx(query, rel=1e-14) and float(off["kl"]) == 0.0
 
@@ -353,3 +355,53 @@ def test_the_stopping_rule_reads_the_loss_with_the_steps_targets():
     m.loss = recording
     _, taken = adapt_tasks(m, b, 4, 0.2, patience=5, check_every=1)
     assert taken == 4 and len(got) >= 2 and all(got)
+
+
+def test_merged_pieces_are_one_concatenation_per_layer():
+    """A layer used in two steps has two pieces; merged, one (their rows stacked), with the
+    same adapted outputs."""
+    w, b, x = _randn(5, 4, seed=1), _randn(5, seed=2), _randn(3, 4, seed=3)
+    fac = Adapter({}, {"w": w}, FactoredPlan(["w"], worth=0), key="k")
+    state, _ = fac.sgd(fac.start({"b": b}), 2, _layer_loss(x), 0.4, True)
+    merged = Adapter.merged(state)
+    assert len(state["X"]["w"]) == 2 and len(merged["X"]["w"]) == 1
+    for part in ("X", "G"):
+        assert torch.equal(merged[part]["w"][0], torch.cat(state[part]["w"]))
+    one, _ = fac.sgd(fac.start({"b": b}), 1, _layer_loss(x), 0.4, True)
+    assert Adapter.merged(one)["X"]["w"] == one["X"]["w"]  # a single piece stays as it is
+    with torch.no_grad():
+        y, y_m = (fac.call(s, lambda p: F.linear(x, p["w"], p["b"])) for s in (state, merged))
+    torch.testing.assert_close(y_m, y, rtol=1e-13, atol=1e-14)
+
+
+def test_linear_weights_are_plain_linear_layers_only():
+    class Scaled(nn.Linear):  # a Linear subclass with its own forward is not F.linear's weight
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    net = nn.Sequential(nn.Linear(3, 4), Scaled(4, 2))
+    names = [n for n, _ in net.named_parameters()]
+    assert linear_weights(net, names) == ["0.weight"]
+    assert linear_weights(nn.Linear(3, 2), ["weight", "bias"]) == ["weight"]  # the root itself
+    assert linear_weights(net, ["1.weight"]) == []
+
+
+def test_an_unknown_order_is_refused_with_its_value():
+    with pytest.raises(ValueError, match=r"^order must be 'first' or 'second', got 'third'$"):
+        Adaptation(1, 0.1, 0, 0.0, "sigma", "third")
+
+
+def test_the_objectives_default_sharpness_is_the_configs():
+    m, *_ = _setup()
+    obj = TaskObjective(m, Adaptation.of(GeSSLConfig()), resolve_critic(m, "cosine", 0.1))
+    assert obj.sharpness == GeSSLConfig().threshold_sharpness == 10.0
+
+
+def test_a_step_with_nothing_moving_returns_the_state_and_the_loss():
+    """No dense parameter and nothing factored: the model is φ's; the step reports its loss."""
+    w, b, x = _randn(5, 4, seed=1), _randn(5, seed=2), _randn(3, 4, seed=3)
+    ad = Adapter({"w": w, "b": b})
+    start = Adapter.start({})
+    state, value = ad.step(start, _layer_loss(x), 0.4, True)
+    assert state is start
+    assert float(value) == float(_layer_loss(x)({"w": w, "b": b}))
