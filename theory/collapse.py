@@ -42,7 +42,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from gessl.tasks import Critic
@@ -143,13 +142,13 @@ class CollapseSetting:
 
 def same_branch_infonce(z: Tensor, z_pos: Tensor, temperature: float = 2.0) -> Tensor:
     """The paper's eq. 2 as a batch mean: positive ``z'_i``, negatives ``z_j`` (``j ≠ i``) of the
-    anchor's own branch, logits from the library's distance critic ``−‖·‖²/τ``."""
+    anchor's own branch, logits from the library's distance critic ``−‖·‖²/τ``. ``[N, D]``
+    embeddings, or ``[R, N, D]`` for R independent batches (the mean over them, as
+    :func:`gessl.losses.infonce`)."""
     critic = Critic("neg_sq_distance", temperature)
-    n = z.shape[0]
-    idx = torch.arange(n)
-    pos = -((z - z_pos) ** 2).sum(dim=1) / temperature
-    logits = critic.logits(z, z).index_put((idx, idx), pos)
-    return F.cross_entropy(logits, idx)
+    pos = -((z - z_pos) ** 2).sum(dim=-1) / temperature
+    logits = torch.diagonal_scatter(critic.logits(z, z), pos, dim1=-2, dim2=-1)
+    return -torch.log_softmax(logits, dim=-1).diagonal(dim1=-2, dim2=-1).mean()
 
 
 def softmax_weights(

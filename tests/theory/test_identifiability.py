@@ -116,10 +116,9 @@ def test_encoder_standardises_its_outputs():
 
 
 def test_threshold_and_ordering_judgements():
-    # a shortfall at a loss above the optimum is inconclusive; at the optimum it is violated
-    assert _threshold("R²", [0.7, 0.71, 0.69], 0.95, (0.2, 0.01)).verdict == "inconclusive"
-    assert _threshold("R²", [0.7, 0.71, 0.69], 0.95, (0.0, 0.01)).verdict == "violated"
-    assert _threshold("R²", [0.97, 0.98, 0.99], 0.95, (0.2, 0.01)).verdict == "holds"
+    # one-sided: a shortfall is violated whatever the loss (training quality is its own check)
+    assert _threshold("R²", [0.7, 0.71, 0.69], 0.95).verdict == "violated"
+    assert _threshold("R²", [0.97, 0.98, 0.99], 0.95).verdict == "holds"
     assert _ordering("m", [0.3, 0.31, 0.29]).verdict == "holds"
     assert _ordering("m", [0.01, -0.01, 0.0]).verdict == "violated"
     assert _ordering("m", [0.3, -0.1, 0.1]).verdict == "inconclusive"

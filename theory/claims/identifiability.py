@@ -4,6 +4,14 @@ Zimmermann et al., ICML 2021 (arXiv 2102.08850), Theorem 2: with latents uniform
 vMF positives and an injective generator ``g``, an InfoNCE minimiser with outputs on the sphere
 satisfies ``f∘g`` = orthogonal. The theorem is about the population optimum; we train small
 encoders for a few hundred steps, so the thresholds below are ours (docs/settings.md §14).
+
+The theorem's premise as implemented is a trained encoder whose InfoNCE is within GAP_MAX nats
+of the orthogonal solution's ``h(z) = z``: a check of its own, *violated* when the loss gap is
+above GAP_MAX by more than 2 standard errors (over seeds), so that a failed or missing training
+is a violation and not an inconclusive result. The thresholds on the fitted map are one-sided in
+the same way: *holds* when ``mean − 2 SE ≥ bar``, *violated* when ``mean + 2 SE < bar``. The
+declared alternatives — an encoder trained one step, a random linear map of the observations,
+and a 2-to-1 (folded) generator — must each be called *violated*.
 """
 
 from __future__ import annotations
@@ -15,9 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from gessl.losses import infonce
-from theory.claims.base import Check, ClaimResult, Series, combine, judge_le
+from theory.claims.base import Alternative, Check, ClaimResult, Series, combine
 from theory.claims.registry import claim
 from theory.identifiability import (
+    EncoderEnsemble,
     InjectiveGenerator,
     linear_identifiability,
     sample_marginal,
@@ -31,6 +40,11 @@ KAPPA = 4.0
 MARGINAL_KAPPA = 10.0
 #: reconstruction thresholds (ours): held-out R², singular-value ratio, "clearly lower" margin
 R2_MIN, RATIO_MIN, MARGIN = 0.95, 0.9, 0.1
+#: training quality (ours): the trained InfoNCE at most this many nats above the orthogonal
+#: solution's (measured: ≈ 0.6 after one step, 0.15 after 10, 0.035 after 100–160, 0.014 after 600)
+GAP_MAX = 0.1
+#: the "matching" setting's generator is folded (2-to-1) — False for the theorem's injective g
+MATCHING_FOLDED = False
 #: (seeds, training steps) per budget
 BUDGETS = {"tiny": (3, 100), "quick": (5, 160), "full": (10, 600)}
 N_EVAL, GAP_BATCHES, GAP_BATCH = 4000, 8, 256
@@ -54,15 +68,48 @@ def _ordering(name: str, diffs: list[float]) -> Check:
     return Check("inconclusive", txt + " (±2 SE interval straddles the margin)")
 
 
-def _threshold(name: str, values: list[float], bound: float, gap: tuple[float, float]) -> Check:
-    """``mean ≥ bound`` within 4 SE. A shortfall while the trained loss is still significantly
-    above the orthogonal solution's (``gap``: mean, SE) means training has not reached the
-    optimum the theorem is about: inconclusive; a shortfall at that loss contradicts it."""
+def _threshold(name: str, values: list[float], bound: float) -> Check:
+    """``mean ≥ bound``, one-sided: holds when ``mean − 2 SE ≥ bound``, violated when
+    ``mean + 2 SE < bound``, else inconclusive."""
     m, s = _mean_se(values)
-    c = judge_le(f"{name} ≥ {bound}", bound, m, se=s)
-    if c.verdict == "violated" and gap[0] - 4 * gap[1] > 0:
-        return Check("inconclusive", c.reason + " — training not converged (loss above optimum)")
-    return c
+    txt = f"{name}: {m:.3f} ± {s:.3f} (SE) vs ≥ {bound}"
+    if m - 2 * s >= bound:
+        return Check("holds", txt)
+    if m + 2 * s < bound:
+        return Check("violated", txt)
+    return Check("inconclusive", txt + " (±2 SE interval straddles the bar)")
+
+
+def _trained(gaps: list[float]) -> Check:
+    """The premise: the trained InfoNCE minus the orthogonal solution's (per seed) at most
+    GAP_MAX — holds when ``mean + 2 SE ≤ GAP_MAX``, violated when ``mean − 2 SE > GAP_MAX``."""
+    m, s = _mean_se(gaps)
+    txt = f"training: InfoNCE − orthogonal solution's {m:.3f} ± {s:.3f} (SE) vs ≤ {GAP_MAX} nats"
+    if m + 2 * s <= GAP_MAX:
+        return Check("holds", txt)
+    if m - 2 * s > GAP_MAX:
+        return Check("violated", txt + " (not trained to the optimum the theorem is about)")
+    return Check("inconclusive", txt + " (±2 SE interval straddles the bar)")
+
+
+def _random_linear_encoders(
+    gen: torch.Generator,
+    g: InjectiveGenerator,
+    marginal_kappa: torch.Tensor,
+    kappa: float,
+    temperature: float,
+    steps: int,
+) -> EncoderEnsemble:
+    """Alternative: no training, a random affine map 10 → 3 of each replicate's observations
+    (PyTorch's default Linear initialisation) followed by the encoder's standardisation."""
+    reps, d_in = g.w1.shape[0], g.w1.shape[1]
+    enc = EncoderEnsemble(gen, reps, d_in)
+    bound = 1 / math.sqrt(d_in)
+    w = (2 * torch.rand(reps, d_in, 3, generator=gen, dtype=torch.float64) - 1) * bound
+    b = (2 * torch.rand(reps, 1, 3, generator=gen, dtype=torch.float64) - 1) * bound
+    enc.weights = torch.nn.ParameterList([torch.nn.Parameter(w)])
+    enc.biases = torch.nn.ParameterList([torch.nn.Parameter(b)])
+    return enc
 
 
 def run_identifiability(
@@ -73,7 +120,10 @@ def run_identifiability(
     gen = torch.Generator().manual_seed(seed * 1_000_003 + 2102)
     # settings: (name, marginal concentration, folded generator); replicate = setting × seed,
     # each seed's generator weights shared by its settings (paired comparisons)
-    settings = [("matching", 0.0, False), ("non-uniform marginal", marginal_kappa, False)]
+    settings = [
+        ("matching", 0.0, MATCHING_FOLDED),
+        ("non-uniform marginal", marginal_kappa, False),
+    ]
     if budget == "full":
         settings.append(("non-injective g (fold)", 0.0, True))
     base = InjectiveGenerator.random(gen, seeds)
@@ -94,17 +144,19 @@ def run_identifiability(
             linear_identifiability(z[r, :half], h[r, :half], z[r, half:], h[r, half:])
             for r in range(k * seeds)
         ]
-        # InfoNCE of the trained encoder minus that of the orthogonal solution h(z) = z
-        gaps = []
-        for _ in range(GAP_BATCHES):
+        # InfoNCE of the trained encoder minus that of the orthogonal solution h(z) = z, per
+        # batch and seed (matching setting); the seeds are the independent replicates
+        batch_gaps = np.zeros((GAP_BATCHES, seeds))
+        for i in range(GAP_BATCHES):
             zb = sample_marginal(gen, marg[:seeds], GAP_BATCH)
             zt = sample_vmf_s2(gen, zb.reshape(-1, 3), KAPPA).reshape(zb.shape)
             hb, ht = enc(g(zb.repeat(k, 1, 1))), enc(g(zt.repeat(k, 1, 1)))
-            gaps += [
+            batch_gaps[i] = [
                 float(infonce(hb[r], ht[r], temperature=1 / KAPPA).loss)
                 - float(infonce(zb[r], zt[r], temperature=1 / KAPPA).loss)
                 for r in range(seeds)
             ]
+        gaps = batch_gaps.mean(axis=0).tolist()
     r2 = [[fits[i * seeds + s][0] for s in range(seeds)] for i in range(k)]
     ratio = [
         [float(fits[i * seeds + s][1][-1] / fits[i * seeds + s][1][0]) for s in range(seeds)]
@@ -112,8 +164,9 @@ def run_identifiability(
     ]
     gap = _mean_se(gaps)
     checks = [
-        _threshold("matching: held-out R²", r2[0], R2_MIN, gap),
-        _threshold("matching: σ_min/σ_max of the fitted map", ratio[0], RATIO_MIN, gap),
+        _trained(gaps),
+        _threshold("matching: held-out R²", r2[0], R2_MIN),
+        _threshold("matching: σ_min/σ_max of the fitted map", ratio[0], RATIO_MIN),
     ]
     checks += [
         _ordering(name, [a - b for a, b in zip(r2[0], r2[i])])
@@ -148,7 +201,11 @@ def run_identifiability(
             "steps": steps,
             "r2": dict(zip(names, r2)),
             "singular_value_ratio": dict(zip(names, ratio)),
-            "loss_minus_orthogonal_loss": {"mean": gap[0], "se": gap[1]},
+            "loss_minus_orthogonal_loss": {"mean": gap[0], "se": gap[1], "per_seed": gaps},
+            "resolution": {
+                "quantity": "held-out linear R² (matching)",
+                "relative": 2 * stats[0][1] / abs(stats[0][0]),
+            },
             "generator_min_singular_values": g.min_singular_values(),
         },
     )
@@ -157,10 +214,12 @@ def run_identifiability(
 @claim(
     "contrastive_identifiability",
     "Latents uniform on S², positives vMF(z, κ = 4), observations x = g(z) from an injective "
-    "leaky-ReLU MLP 3 → 10: an MLP encoder trained with InfoNCE (cosine critic, τ = 1/κ) recovers "
-    f"z up to an orthogonal map — held-out linear R² ≥ {R2_MIN} and singular-value ratio of the "
-    f"fitted map ≥ {RATIO_MIN} (thresholds ours, for finite training) — while a strongly "
-    f"non-uniform latent marginal vMF(e₃, {MARGINAL_KAPPA:g}) lowers the R² by ≥ {MARGIN}.",
+    "leaky-ReLU MLP 3 → 10: an MLP encoder trained with InfoNCE (cosine critic, τ = 1/κ) to within "
+    f"{GAP_MAX:g} nats of the orthogonal solution's loss recovers z up to an orthogonal map — "
+    f"held-out linear R² ≥ {R2_MIN} and singular-value ratio of the fitted map ≥ {RATIO_MIN} "
+    "(thresholds ours, for finite training; each judged one-sided at ±2 SE over seeds) — while "
+    f"a strongly non-uniform latent marginal vMF(e₃, {MARGINAL_KAPPA:g}) lowers the R² by "
+    f"≥ {MARGIN}.",
     "Zimmermann, Sharma, Schneider, Bethge & Brendel, ICML 2021 (arXiv 2102.08850), Theorem 2 "
     "(hypersphere, uniform marginal, vMF conditional; read via the authors' project page and a "
     "secondary summary); τ = 1/κ and the thresholds are ours (docs/settings.md §14)",
@@ -168,6 +227,36 @@ def run_identifiability(
     "exact",
     setting="InfoNCE on an injective generator of latents on S² (docs/settings.md §14)",
     cost=4.0,
+    alternatives=(
+        Alternative(
+            "one_step",
+            "an encoder trained one InfoNCE step recovers z up to an orthogonal map",
+            {"theory.claims.identifiability.BUDGETS": {b: (s, 1) for b, (s, _) in BUDGETS.items()}},
+        ),
+        Alternative(
+            "ten_steps",
+            "an encoder trained ten InfoNCE steps recovers z up to an orthogonal map (its R² "
+            "already reaches 0.92–0.96)",
+            {
+                "theory.claims.identifiability.BUDGETS": {
+                    b: (s, 10) for b, (s, _) in BUDGETS.items()
+                }
+            },
+            rejects_on=("quick", "full"),
+        ),
+        Alternative(
+            "random_linear",
+            "a random linear map of the observations (no training) recovers z up to an "
+            "orthogonal map",
+            {"theory.claims.identifiability.train_encoders": _random_linear_encoders},
+        ),
+        Alternative(
+            "non_injective",
+            "the injectivity premise dropped: InfoNCE inverts a 2-to-1 generator "
+            "g(z₁, z₂, |z₃|) as well",
+            {"theory.claims.identifiability.MATCHING_FOLDED": True},
+        ),
+    ),
 )
 def contrastive_identifiability(budget: str, seed: int) -> ClaimResult:
     return run_identifiability(budget, seed)

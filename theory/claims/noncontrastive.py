@@ -1,4 +1,13 @@
-"""Claim on non-contrastive (BYOL/SimSiam) learning dynamics of a linear network (§12)."""
+"""Claim on non-contrastive (BYOL/SimSiam) learning dynamics of a linear network (§12).
+
+Tian, Chen & Ganguli (ICML 2021, arXiv 2102.06810). The check integrates the gradient flows of
+:mod:`theory.noncontrastive` and compares them with the paper's statements read through module
+names — which variants collapse (``VARIANTS``), the non-collapsed fixed point (``fixed_points``)
+and Theorem 3's matrix ``K`` (``alignment_k``) — so its declared alternatives (no collapse
+without the stop-gradient, the fixed point without weight decay, the unstable root p₋, and
+``K`` with 3η instead of (3/2)η) are applied to exactly what is judged, and each must be
+*violated*.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +17,15 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from theory.claims.base import Check, ClaimResult, Series, combine, judge_close, judge_le
+from theory.claims.base import (
+    Alternative,
+    Check,
+    ClaimResult,
+    Series,
+    combine,
+    judge_close,
+    judge_le,
+)
 from theory.claims.registry import claim
 from theory.noncontrastive import (
     ByolFlow,
@@ -31,6 +48,42 @@ FIXED_POINT_RTOL = 1e-4  # Euler keeps fixed points exactly: only the transient 
 VARIANTS = {  # name: (ByolFlow options, collapses per the paper)
     "both": ({}, False),
     "no stop-gradient": ({"stop_gradient": False}, True),
+    "no predictor": ({"predictor": False}, True),
+}
+
+
+def _fixed_points_without_decay(
+    sigma2: float, eta: float, tau: float = 1.0
+) -> tuple[float, float] | None:
+    """Alternative: eq. 16 with the weight decay dropped — the fixed points of η = 0,
+    ``(0, τ/(1 + σ²))``."""
+    return 0.0, tau / (1 + sigma2)
+
+
+def _fixed_points_swapped(
+    sigma2: float, eta: float, tau: float = 1.0
+) -> tuple[float, float] | None:
+    """Alternative: the roots of eq. 16 exchanged, so that modes are said to settle at the
+    unstable ``p₋ = (τ − √(τ² − 4η(1 + σ²)))/(2(1 + σ²))``."""
+    disc = tau**2 - 4 * eta * (1 + sigma2)
+    if disc < 0:
+        return None
+    root = np.sqrt(disc)
+    return (tau + root) / (2 * (1 + sigma2)), (tau - root) / (2 * (1 + sigma2))
+
+
+def _k_with_three_eta(
+    f: np.ndarray, wp: np.ndarray, sigma2: float, alpha_p: float, eta: float, tau: float = 1.0
+) -> np.ndarray:
+    """Alternative: Theorem 3's ``K`` with 3η in place of (3/2)η."""
+    c = 1 + sigma2
+    return c * (alpha_p * f / 2 + wp @ wp) - tau * wp + 3 * eta * np.eye(f.shape[-1])
+
+
+#: the alternative "without stop-gradient the network does not collapse"
+_VARIANTS_NO_SG_KEPT = {
+    "both": ({}, False),
+    "no stop-gradient": ({"stop_gradient": False}, False),
     "no predictor": ({"predictor": False}, True),
 }
 
@@ -155,6 +208,29 @@ def _aligned_errors(rng: np.random.Generator, dt: float) -> tuple[list[float], n
     "exact",
     setting="linear BYOL/SimSiam gradient flow (docs/settings.md §12)",
     cost=0.8,
+    alternatives=(
+        Alternative(
+            "no_stop_gradient_kept",
+            "without the stop-gradient (predictor kept) the online network does not collapse",
+            {"theory.claims.noncontrastive.VARIANTS": _VARIANTS_NO_SG_KEPT},
+        ),
+        Alternative(
+            "fixed_point_without_decay",
+            "the weight decay dropped from eq. 16: modes settle at p = τ/(1 + σ²), s = p²/α_p",
+            {"theory.claims.noncontrastive.fixed_points": _fixed_points_without_decay},
+        ),
+        Alternative(
+            "unstable_root",
+            "the roots of eq. 16 exchanged: modes settle at p₋ = (τ − √(τ² − 4η(1 + σ²)))"
+            "/(2(1 + σ²))",
+            {"theory.claims.noncontrastive.fixed_points": _fixed_points_swapped},
+        ),
+        Alternative(
+            "k_three_eta",
+            "Theorem 3's K with 3η instead of (3/2)η (L̇ = −(KL + LK) then fails)",
+            {"theory.claims.noncontrastive.alignment_k": _k_with_three_eta},
+        ),
+    ),
 )
 def noncontrastive_dynamics(budget: str, seed: int) -> ClaimResult:
     return check_noncontrastive(budget, seed)
@@ -357,5 +433,9 @@ def check_noncontrastive(
             "aligned_reference_final_p": ref_end[:N],
             "aligned_reference_final_s": ref_end[N:],
             "dt_lambda_max_h": dt * h_max,
+            "resolution": {
+                "quantity": "non-collapsed fixed point p₊ (and s* = p₊²/α_p)",
+                "relative": FIXED_POINT_RTOL,
+            },
         },
     )
