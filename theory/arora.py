@@ -43,13 +43,16 @@ class LatentClassMixture:
         c = rng.choice(len(self.rho), size=n, p=self.rho)
         return self.mu[c] + rng.standard_normal((n, self.mu.shape[1])), c
 
-    def per_anchor_terms(
+    def per_anchor_parts(
         self, w: np.ndarray, x: np.ndarray, c: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per anchor: ``L_un`` given x, and ``τ ℓ(0) + (1−τ)·L_sup^μ``'s contribution given x.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per anchor: ``L_un`` given x, ``L_sup^μ`` given x (the mean-classifier loss against
+        the other classes, ``c' ~ ρ`` conditioned on ``c' ≠ c``) and ``τ = ρ_c`` (the
+        probability that the negative shares the anchor's class).
 
-        Both are exact in the positive and negative draws (quadrature); the second is the
-        lower bound of Arora et al.'s Lemma 4.3 form, anchor by anchor (Jensen per anchor).
+        ``L_un`` is exact in the positive and negative draws (quadrature);
+        ``τ ℓ(0) + (1−τ) L_sup^μ`` is the lower bound of Arora et al.'s Lemma 4.3 form, anchor by
+        anchor (Jensen per anchor).
         """
         z = x @ w.T  # f(x), [n, k]
         mf = self.mu @ w.T  # μ^f_c = W μ_c (exact for linear f)
@@ -59,5 +62,14 @@ class LatentClassMixture:
         inner = (logistic2(t) * _GH_W).sum(-1)  # E ℓ(t) given x and c'
         l_un = inner @ self.rho
         same = np.arange(len(self.rho))[None, :] == c[:, None]
-        bound = self.rho[c] * 1.0 + np.where(same, 0.0, logistic2(mean)) @ self.rho
-        return l_un, bound
+        tau = self.rho[c]
+        l_sup = (np.where(same, 0.0, logistic2(mean)) @ self.rho) / (1.0 - tau)
+        return l_un, l_sup, tau
+
+    def per_anchor_terms(
+        self, w: np.ndarray, x: np.ndarray, c: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per anchor: ``L_un`` given x, and ``τ ℓ(0) + (1−τ)·L_sup^μ``'s contribution given x
+        (:meth:`per_anchor_parts` combined; ``ℓ(0) = 1``)."""
+        l_un, l_sup, tau = self.per_anchor_parts(w, x, c)
+        return l_un, tau * 1.0 + (1.0 - tau) * l_sup
