@@ -114,7 +114,7 @@ def test_factored_step_is_the_dense_step(detach):
 
 def test_factored_weights_need_their_plan():
     with pytest.raises(
-        ValueError, match="^factored weights need the FactoredPlan that holds their dry runs$"
+        ValueError, match=r"^factored weights need the FactoredPlan that holds their dry runs$"
     ):
         Adapter({}, {"w": torch.zeros(2, 2)})
 
