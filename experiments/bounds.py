@@ -20,13 +20,14 @@ inconclusive), 1 when one is violated or any check raised; with ``strict=True`` 
 reproduction claim is *not reproduced*; 2 when the ``--sql`` database cannot be reached (nothing
 is recorded; ``--sql-optional`` goes ahead with the file record only).
 
-**The power run** (``--power`` or ``with power=True``) checks, instead of the claims, each
-claim's declared wrong alternatives (:class:`theory.claims.Alternative`) on the chosen profile
-and prints claim | alternative | verdict | rejected | seconds. An alternative is *rejected* when
-the check calls it ``violated``. Its record is ``runs/<id>/power.json``; ``python -m
+**The power run** (``--power`` or ``with power=True``) checks each selected claim that declares
+wrong alternatives (:class:`theory.claims.Alternative`) as stated and against each alternative
+on the chosen profile, and prints claim | alternative | verdict | rejected | seconds. An
+alternative is *rejected* when the check calls it ``violated``; the statement itself must
+*hold*. Its record is ``runs/<id>/power.json`` (with each claim's resolution); ``python -m
 experiments.docs --power runs/<id>/power.json`` puts it into the catalogue (docs/claims.md).
-Exit status: 0 when every alternative declared rejectable on the profile is rejected, 1
-otherwise (one not rejected, or a check that raised).
+Exit status: 0 when every alternative declared rejectable on the profile is rejected and every
+claim holds as stated, 1 otherwise (also for a check that raised).
 """
 
 from __future__ import annotations
@@ -344,47 +345,78 @@ def main(
 
 
 def power_table(records: list[dict[str, Any]]) -> str:
-    """The power run's table: one row per alternative, and the count rejected."""
-    lines = [f"{'claim':<32} {'alternative':<26} {'verdict':<13} {'rejected':<9} seconds"]
+    """The power run's table: per claim the statement itself (which must hold) and each
+    alternative (which must be rejected), then the counts."""
+    lines = [f"{'claim':<32} {'alternative':<30} {'verdict':<13} {'rejected':<9} seconds"]
     for r in records:
-        mark = "yes" if r["rejected"] else ("NO" if r["expected"] else "no (not declared here)")
+        if r["alternative"] is None:
+            mark = "THE CLAIM ITSELF DOES NOT HOLD" if _not_holding(r) else "—"
+            name = "(the claim as stated)"
+        else:
+            name = r["alternative"]
+            mark = "yes" if r["rejected"] else ("NO" if r["expected"] else "no (not declared)")
         lines.append(
-            f"{r['claim_id']:<32} {r['alternative']:<26} {r['verdict']:<13} {mark:<9} "
-            f"{r['seconds']:.2f}"
+            f"{r['claim_id']:<32} {name:<30} {r['verdict']:<13} {mark:<9} {r['seconds']:.2f}"
         )
-    due = [r for r in records if r["expected"]]
+    alts = [r for r in records if r["alternative"] is not None]
+    due = [r for r in alts if r["expected"]]
     missed = [f"{r['claim_id']}/{r['alternative']}" for r in due if not r["rejected"]]
+    theorems = [r for r in records if r["alternative"] is None and r["kind"] in THEOREM_KINDS]
+    false = [r["claim_id"] for r in theorems if _not_holding(r)]
     lines.append(
         f"{sum(r['rejected'] for r in due)}/{len(due)} alternatives declared rejectable on this "
         "profile were rejected" + (f"; NOT rejected: {', '.join(missed)}" if missed else "")
     )
+    lines.append(
+        f"{len(theorems) - len(false)}/{len(theorems)} theorem claims hold as stated"
+        + (f"; not holding: {', '.join(false)}" if false else "")
+    )
     return "\n".join(lines)
 
 
+def _not_holding(r: dict[str, Any]) -> bool:
+    """A theorem claim, as stated, that its check does not call *holds* (a reproduction
+    claim's own verdict is a finding, not a failure of its check)."""
+    return r["kind"] in THEOREM_KINDS and r["verdict"] != "holds"
+
+
 def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> dict[str, Any]:
-    """The power run: every declared alternative of ``selected`` on ``profile``."""
+    """The power run: every selected claim that declares alternatives, as stated and against
+    each alternative, on ``profile``."""
     units = power_units(selected)
     order = {u: i for i, u in enumerate(units)}
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     live = record_dir(_run)
-    bar = progress(total=len(units), desc="alternatives", unit="alt")
+    bar = progress(total=len(units), desc="power", unit="check")
+
+    def key(r: dict[str, Any]) -> int:
+        return order[(r["claim_id"], r["alternative"])]
 
     def write(path: str, complete: bool) -> None:
-        ordered = sorted(records, key=lambda r: order[(r["claim_id"], r["alternative"])])
-        payload = {"profile": profile, "seed": seed, "complete": complete, "power": ordered}
+        ordered = sorted(records, key=key)
+        payload = {
+            "profile": profile,
+            "seed": seed,
+            "complete": complete,
+            "claims": [r for r in ordered if r["alternative"] is None],
+            "power": [r for r in ordered if r["alternative"] is not None],
+        }
         write_json_atomic(path, payload)
 
     def on_record(rec: dict[str, Any]) -> None:
         records.append(rec)
         if live is not None:
             write(os.path.join(live, "power.json"), False)
-        set_progress(f"alternative {len(records)}/{len(units)}")
+        set_progress(f"power check {len(records)}/{len(units)}")
         bar.update(1)
-        mark = "rejected" if rec["rejected"] else f"NOT rejected ({rec['verdict']})"
+        if rec["alternative"] is None:
+            what, mark = "as stated", rec["verdict"]
+        else:
+            what = rec["alternative"]
+            mark = "rejected" if rec["rejected"] else f"NOT rejected ({rec['verdict']})"
         tqdm.write(
-            f"[{len(records)}/{len(units)}] {rec['claim_id']} / {rec['alternative']}: {mark}",
-            file=sys.stderr,
+            f"[{len(records)}/{len(units)}] {rec['claim_id']} / {what}: {mark}", file=sys.stderr
         )
 
     with tempfile.TemporaryDirectory() as tmp, bar:
@@ -396,23 +428,33 @@ def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> 
             path = os.path.join(tmp, "power.json")
             write(path, complete)
             _run.add_artifact(path, "power.json")
-    records.sort(key=lambda r: order[(r["claim_id"], r["alternative"])])
+    records.sort(key=key)
     print(power_table(records))
     _run.info["wandb_tables"] = {
         "power": {
             "columns": ["claim", "alternative", "verdict", "rejected", "seconds"],
             "data": [
-                [r["claim_id"], r["alternative"], r["verdict"], r["rejected"], r["seconds"]]
+                [
+                    r["claim_id"],
+                    r["alternative"] or "(as stated)",
+                    r["verdict"],
+                    r.get("rejected"),
+                    r["seconds"],
+                ]
                 for r in records
             ],
         }
     }
-    due = [r for r in records if r["expected"]]
+    alts = [r for r in records if r["alternative"] is not None]
+    due = [r for r in alts if r["expected"]]
     return {
         "power": True,
-        "alternatives": len(records),
-        "rejected": sum(r["rejected"] for r in records),
+        "alternatives": len(alts),
+        "rejected": sum(r["rejected"] for r in alts),
         "not_rejected": [f"{r['claim_id']}/{r['alternative']}" for r in due if not r["rejected"]],
+        "not_holding": [
+            r["claim_id"] for r in records if r["alternative"] is None and _not_holding(r)
+        ],
         "without_alternatives": [c.id for c in selected if not c.alternatives],
         "jobs": workers,
         "seconds": round(time.perf_counter() - start, 3),
@@ -422,10 +464,10 @@ def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> 
 def exit_code(run: Any) -> int:
     """1 if a theorem claim is violated or a check raised (with ``strict``, also if a
     reproduction claim is not reproduced), else 0; for the power run, 1 if an alternative
-    declared rejectable on the profile was not rejected."""
+    declared rejectable on the profile was not rejected or a claim as stated did not hold."""
     result = getattr(run, "result", None) or {}
     if result.get("power"):
-        return 1 if result.get("not_rejected") else 0
+        return 1 if result.get("not_rejected") or result.get("not_holding") else 0
     if result.get("violated") or result.get("errors"):
         return 1
     return 1 if result.get("strict") and result.get("not_reproduced") else 0

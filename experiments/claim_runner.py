@@ -119,33 +119,47 @@ def run_claims(
     in_workers(check, _groups(selected), jobs, done)
 
 
-def power_units(selected: Sequence[Claim]) -> list[tuple[str, str]]:
-    """``(claim, alternative)`` for every declared alternative of ``selected``, costliest
-    claims first (registry order otherwise)."""
-    ordered = sorted(selected, key=lambda c: -c.cost)
-    return [(c.id, a.name) for c in ordered for a in c.alternatives]
+def power_units(selected: Sequence[Claim]) -> list[tuple[str, str | None]]:
+    """For each of ``selected`` that declares alternatives: ``(claim, None)`` (the statement
+    itself) and ``(claim, alternative)`` for each alternative; costliest claims first."""
+    ordered = sorted((c for c in selected if c.alternatives), key=lambda c: -c.cost)
+    return [(c.id, name) for c in ordered for name in (None, *(a.name for a in c.alternatives))]
 
 
-def _check_alternative(unit: tuple[str, str], profile: str, seed: int) -> Record:
-    """One alternative's power record: the check's verdict under the wrong variant, whether it
-    rejected it (``violated``) and whether the claim declares it rejectable on ``profile``."""
+def _check_alternative(unit: tuple[str, str | None], profile: str, seed: int) -> Record:
+    """One power record. For an alternative: the check's verdict under the wrong variant,
+    whether it rejected it (``violated``) and whether the claim declares it rejectable on
+    ``profile``. For the statement itself (``None``): its verdict and resolution."""
     claim_id, name = unit
     c = get_claim(claim_id)
-    alt = c.alternative(name)
     reseed(seed)
     start = time.perf_counter()
+    details: dict[str, Any] = {}
     try:
         result = c.check(budget=profile, seed=seed, alternative=name)
-        verdict, reason = result.verdict, result.reason
+        verdict, reason, details = result.verdict, result.reason, result.details
     except Exception as exc:  # an alternative that breaks the check is not a rejection
         verdict, reason = "error", f"the check raised {type(exc).__name__}: {exc}"
+    if name is None:
+        return {
+            "claim_id": claim_id,
+            "kind": c.kind,
+            "alternative": None,
+            "verdict": verdict,
+            "reason": reason,
+            "resolution": details.get("resolution"),
+            "seconds": time.perf_counter() - start,
+            "profile": profile,
+            "seed": seed,
+        }
+    alt = c.alternative(name)
     return {
         "claim_id": claim_id,
         "kind": c.kind,
         "alternative": name,
         "description": alt.description,
         "verdict": verdict,
-        "rejected": verdict == "violated",
+        "rejected": verdict in alt.rejected_when,
         "expected": profile in alt.rejects_on,
         "reason": reason,
         "seconds": time.perf_counter() - start,

@@ -73,13 +73,22 @@ def catalogue_lines() -> list[str]:
 POWER_FILE = "docs/power.json"
 
 
-def _power_results() -> tuple[str | None, dict[tuple[str, str], dict[str, Any]]]:
-    """The profile and the per-alternative records of :data:`POWER_FILE` (none: empty)."""
+def _power_results() -> tuple[str | None, dict[tuple[str, str | None], dict[str, Any]]]:
+    """The profile and the records of :data:`POWER_FILE` by (claim, alternative), the claim
+    as stated under ``(claim, None)`` (none: empty)."""
     path = ROOT / POWER_FILE
     if not path.exists():
         return None, {}
     data = json.loads(path.read_text())
-    return data["profile"], {(r["claim_id"], r["alternative"]): r for r in data["power"]}
+    rows = [*data.get("claims", []), *data["power"]]
+    return data["profile"], {(r["claim_id"], r.get("alternative")): r for r in rows}
+
+
+def _resolution(rec: dict[str, Any] | None) -> str:
+    res = (rec or {}).get("resolution")
+    if not isinstance(res, dict) or not isinstance(res.get("relative"), (int, float)):
+        return "—"
+    return f"{res['relative']:.2g} ({res['quantity']})"
 
 
 def _rejects(c: Any, power: dict[tuple[str, str], dict[str, Any]]) -> str:
@@ -156,6 +165,7 @@ def claims_markdown() -> str:
             f"- **check:** `{c.run.__module__}.{c.run.__name__}`",
         ]
         if c.alternatives:
+            out.append(f"- **resolution:** {_resolution(power.get((c.id, None)))}")
             out.append("- **wrong alternatives it must reject:**")
             out += [_alternative_line(a, power.get((c.id, a.name))) for a in c.alternatives]
     return "\n".join(out) + "\n"
@@ -381,6 +391,10 @@ def _take_power(source: Path, target: Path) -> str | None:
             {k: r[k] for k in ("claim_id", "alternative", "verdict", "rejected", "seconds")}
             for r in data["power"]
         ]
+        claims = [
+            {k: r[k] for k in ("claim_id", "verdict", "resolution", "seconds")}
+            for r in data["claims"]
+        ]
         profile = str(data["profile"])
     except OSError as exc:
         return f"cannot read {source}: {exc.strerror or exc}"
@@ -389,7 +403,8 @@ def _take_power(source: Path, target: Path) -> str | None:
     if not data.get("complete", False):
         return f"{source} is the record of an unfinished power run"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps({"profile": profile, "power": rows}, indent=1) + "\n")
+    payload = {"profile": profile, "claims": claims, "power": rows}
+    target.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
     return None
 
 

@@ -46,8 +46,11 @@ def test_power_run_rejects_the_declared_alternatives_and_leaves_a_record(tmp_pat
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2/2 alternatives declared rejectable on this profile were rejected" in r.stdout
+    assert "1/1 theorem claims hold as stated" in r.stdout
     record = json.loads((tmp_path / "1" / "power.json").read_text())
     assert record["complete"] and record["profile"] == "tiny"
+    (itself,) = record["claims"]
+    assert itself["verdict"] == "holds" and 0 < itself["resolution"]["relative"] < 0.5
     rows = {x["alternative"]: x for x in record["power"]}
     assert set(rows) == {"bound_half", "no_square_root"}
     assert all(x["verdict"] == "violated" and x["rejected"] for x in rows.values())
@@ -65,7 +68,7 @@ def test_power_run_rejects_the_declared_alternatives_and_leaves_a_record(tmp_pat
     )
     assert d.returncode == 0, d.stderr
     kept = json.loads((root / "docs" / "power.json").read_text())
-    assert kept["profile"] == "tiny" and len(kept["power"]) == 2
+    assert kept["profile"] == "tiny" and len(kept["power"]) == 2 and len(kept["claims"]) == 1
 
 
 def test_an_alternative_the_check_does_not_reject_makes_the_power_run_exit_1(tmp_path):
@@ -83,26 +86,37 @@ def test_an_alternative_the_check_does_not_reject_makes_the_power_run_exit_1(tmp
     )
     r = _run(tmp_path, "-c", body)
     assert r.returncode == 1, r.stderr[-2000:]
-    assert "NOT rejected: blunt/doubled" in r.stdout
+    assert (
+        "NOT rejected: blunt/doubled" in r.stdout
+        and "1/1 theorem claims hold as stated" in r.stdout
+    )
     row = json.loads((tmp_path / "1" / "power.json").read_text())["power"][0]
     assert row["verdict"] == "holds" and not row["rejected"] and row["expected"]
 
 
 def test_a_power_run_without_alternatives_is_a_usage_error(tmp_path):
-    r = _run(
-        tmp_path,
-        "-m",
-        "experiments.bounds",
-        "--power",
-        "with",
-        "profile=tiny",
-        "claims=['gessl_generalization_gap']",
+    body = (
+        "import sys\n"
+        "from tests.theory.false_claims import blunt_claim\n"
+        "from theory.claims import Claim, register\n"
+        "register(Claim('bare', 's', 'test', '[R]', 'exact', blunt_claim))\n"
+        "from experiments.bounds import ex, exit_code\n"
+        "from experiments.tracking import main_entry\n"
+        "sys.argv = ['bounds', 'with', 'profile=tiny', 'power=True', \"claims=['bare']\"]\n"
+        "main_entry(ex, exit_code)\n"
     )
+    r = _run(tmp_path, "-c", body)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == (
         "error: power: none of the selected claims declares an alternative"
     )
     assert not (tmp_path / "1").exists()
+
+
+def test_every_registered_claim_declares_alternatives():
+    from theory.claims import all_claims
+
+    assert [c.id for c in all_claims() if not c.alternatives] == []
 
 
 def test_docs_refuses_a_file_that_is_not_a_finished_power_record(tmp_path):
@@ -111,7 +125,7 @@ def test_docs_refuses_a_file_that_is_not_a_finished_power_record(tmp_path):
     r = _run(tmp_path, "-m", "experiments.docs", "--root", str(tmp_path), "--power", str(bad))
     assert r.returncode == 2
     assert r.stderr.strip() == f"error: --power: {bad} is not a power run's record (power.json)"
-    bad.write_text(json.dumps({"profile": "quick", "complete": False, "power": []}))
+    bad.write_text(json.dumps({"profile": "quick", "complete": False, "power": [], "claims": []}))
     r = _run(tmp_path, "-m", "experiments.docs", "--root", str(tmp_path), "--power", str(bad))
     assert r.returncode == 2 and "unfinished power run" in r.stderr
     assert not (tmp_path / "docs" / "power.json").exists()
@@ -145,6 +159,13 @@ def test_power_table_marks_what_was_not_rejected():
     rows = [
         {
             "claim_id": "a",
+            "kind": "exact",
+            "alternative": None,
+            "verdict": "inconclusive",
+            "seconds": 1.0,
+        },
+        {
+            "claim_id": "a",
             "alternative": "x",
             "verdict": "violated",
             "rejected": True,
@@ -169,7 +190,9 @@ def test_power_table_marks_what_was_not_rejected():
         },
     ]
     lines = power_table(rows).splitlines()
-    assert "NO" in lines[2] and "not declared here" in lines[3]
-    assert lines[-1] == (
+    assert "THE CLAIM ITSELF DOES NOT HOLD" in lines[1]
+    assert "NO" in lines[3] and "not declared" in lines[4]
+    assert lines[-2] == (
         "1/2 alternatives declared rejectable on this profile were rejected; NOT rejected: a/y"
     )
+    assert lines[-1] == "0/1 theorem claims hold as stated; not holding: a"

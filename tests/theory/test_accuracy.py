@@ -146,7 +146,10 @@ def test_claim_details_on_tiny():
     result = get_claim("sigma_accuracy_bound").check("tiny", 1)
     assert result.verdict == "holds"
     rows = result.details["critics"]
-    assert len(rows) == 35
+    assert len(rows) == 38  # 7 critics × 5 task models, 3 on the near-tie posteriors
+    tie = [r for r in rows if r["setting"] == "near tie"]
+    flip = next(r for r in tie if r["critic"].startswith("decision flip"))
+    assert len(tie) == 3 and flip["gap"] / flip["bound_sigma"] > 0.8  # the bound's sharp case
     for r in rows:
         assert r["gap"] <= r["tv2"] + 1e-12
         assert r["slack_sigma"] >= 0 and r["slack_sigma_excess"] >= 0

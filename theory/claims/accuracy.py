@@ -38,6 +38,7 @@ from theory.accuracy import (
     flip_log_probs,
 )
 from theory.claims.base import (
+    N_SE,
     Alternative,
     Check,
     ClaimResult,
@@ -355,5 +356,14 @@ def sigma_accuracy_bound(budget: str, seed: int) -> ClaimResult:
             "critics": rows,
             "smallest_slack": tight,
             "gap_over_bound_sorted": ratios,
+            # a bound smaller than √(2σ) by more than this fraction is violated by the critic
+            # closest to it (its gap plus N_SE standard errors)
+            "resolution": {
+                "quantity": "the bound √(2σ) on the expected accuracy lost",
+                "relative": min(
+                    1 - (float(r["gap"]) + N_SE * float(r["gap_se"])) / float(r["bound_sigma"])
+                    for r in non_bayes
+                ),
+            },
         },
     )

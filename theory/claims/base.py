@@ -285,6 +285,10 @@ class Alternative:
         fast: cheap enough for the test suite's ``tiny`` power check.
         rejects_on: the profiles on which the check is built to reject it (the default profile
             ``quick`` at least).
+        rejected_when: the verdicts that count as rejecting it: ``("violated",)`` for a theorem
+            claim; for a reproduction claim (whose alternatives make the paper's claim false by
+            construction, e.g. identical arms) the verdicts other than ``reproduced`` that the
+            rules must reach.
     """
 
     name: str
@@ -292,6 +296,7 @@ class Alternative:
     overrides: Mapping[str, Any]
     fast: bool = True
     rejects_on: tuple[str, ...] = ("tiny", "quick", "full")
+    rejected_when: tuple[str, ...] = ("violated",)
 
     def __post_init__(self) -> None:
         if not self.overrides:
@@ -300,6 +305,15 @@ class Alternative:
             module, _, attr = target.rpartition(".")
             if not module or not attr:
                 raise ValueError(f"alternative {self.name!r}: {target!r} is not module.name")
+        if (
+            not self.rejected_when
+            or "holds" in self.rejected_when
+            or ("reproduced" in self.rejected_when)
+        ):
+            raise ValueError(
+                f"alternative {self.name!r}: rejected_when must name verdicts that deny the "
+                "statement (not 'holds' or 'reproduced')"
+            )
         bad = set(self.rejects_on) - set(BUDGETS)
         if bad or "quick" not in self.rejects_on:
             raise ValueError(
@@ -362,6 +376,13 @@ class Claim:
         names = [a.name for a in self.alternatives]
         if len(set(names)) != len(names):
             raise ValueError(f"claim {self.id!r}: alternative names repeat: {names}")
+        allowed = REPRODUCTION_VERDICTS if self.kind == "reproduction" else THEOREM_VERDICTS
+        for a in self.alternatives:
+            if not set(a.rejected_when) <= set(allowed):
+                raise ValueError(
+                    f"claim {self.id!r}: alternative {a.name!r} is rejected by "
+                    f"{a.rejected_when}, not verdicts of a {self.kind} claim {allowed}"
+                )
 
     def alternative(self, name: str) -> Alternative:
         """The declared alternative ``name``."""

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from theory.claims.base import ClaimResult, Series
+from theory import fair_test
+from theory.claims.base import Alternative, ClaimResult, Series
 from theory.claims.registry import claim
 from theory.claims.reproduction import MIN_EFFECT, Judged, judge
 from theory.fair_eval import GRID_LRS, GRID_STEPS, EvalSet, Protocol, measure, task_sets
@@ -488,11 +489,49 @@ def _register(family: str, setting: str) -> None:
         "RECON",
         "reproduction",
         cost=9.0,
+        alternatives=REPRODUCTION_ALTERNATIVES,
         setting=(
             f"the {family.replace('_', '-')} Gaussian task family (docs/settings.md §1) at "
             f"{_family_text(family)}; the fair test of docs/reproduction.md"
         ),
     )(run)
+
+
+def _gessl_is_plain(test: FairTest, modes: Any, seeds: Any) -> dict[str, list[Any]]:
+    """Alternative: the GeSSL arm is the plain model itself (identical arms), so that "GeSSL
+    lowers σ" is false by construction."""
+    trained = fair_test.train_arms(test, modes, seeds)
+    return {**trained, "gessl": trained["plain"]}
+
+
+def _gessl_one_step(test: FairTest, modes: Any, seeds: Any) -> dict[str, list[Any]]:
+    """Alternative: the GeSSL arm trained one outer step (a run cut short), the other arms as
+    usual — a GeSSL that cannot lower σ."""
+    trained = fair_test.train_arms(test, [m for m in modes if m != "gessl"], seeds)
+    short = fair_test.train_arms(test.with_options(steps=1), ["gessl"], seeds)
+    return {**trained, "gessl": short["gessl"]}
+
+
+#: the wrong alternatives of every gessl_sigma_* claim: the paper's claim made false by
+#: construction, which the fixed verdict rules must not call reproduced
+REPRODUCTION_ALTERNATIVES = (
+    Alternative(
+        "identical_arms",
+        "GeSSL's model is the plain model (no effect): its σ must not read as lower",
+        {"theory.claims.gessl_claims.train_arms": _gessl_is_plain},
+        fast=False,
+        rejects_on=("tiny", "quick", "full"),
+        rejected_when=("no practical difference", "inconclusive", "not reproduced"),
+    ),
+    Alternative(
+        "gessl_one_step",
+        "GeSSL trained one outer step against fully trained plain and meta arms",
+        {"theory.claims.gessl_claims.train_arms": _gessl_one_step},
+        fast=False,
+        rejects_on=("quick", "full"),
+        rejected_when=("not reproduced",),
+    ),
+)
 
 
 def _family_text(family: str) -> str:
