@@ -399,6 +399,18 @@ def reproduction_result(test: FairTest, budget: str, seed: int, label: str) -> C
                 "seeds": len(seeds),
             },
             "holm": {"provisional": True},
+            # the smallest paired difference the primary tests detect (the 95% interval's
+            # half-width, before Holm), as a fraction of plain's distance to the floor
+            "resolution": {
+                "quantity": "Δσ (GeSSL − plain) relative to plain's distance to its floor",
+                "relative": max(
+                    (by[k].ci[1] - by[k].ci[0]) / 2 / (plain[k] - floor(f))
+                    for k, f in (
+                        ("sigma_phi_calibrated", "shared_sigma"),
+                        ("sigma_adapted_tuned", tuned_floor),
+                    )
+                ),
+            },
             "levels": levels,
             "per_seed": per_seed,
             "chosen": chosen,
