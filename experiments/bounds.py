@@ -23,11 +23,12 @@ is recorded; ``--sql-optional`` goes ahead with the file record only).
 **The power run** (``--power`` or ``with power=True``) checks each selected claim that declares
 wrong alternatives (:class:`theory.claims.Alternative`) as stated and against each alternative
 on the chosen profile, and prints claim | alternative | verdict | rejected | seconds. An
-alternative is *rejected* when the check calls it ``violated``; the statement itself must
-*hold*. Its record is ``runs/<id>/power.json`` (with each claim's resolution); ``python -m
-experiments.docs --power runs/<id>/power.json`` puts it into the catalogue (docs/claims.md).
-Exit status: 0 when every alternative declared rejectable on the profile is rejected and every
-claim holds as stated, 1 otherwise (also for a check that raised).
+alternative is *rejected* when the check reaches one of its ``rejected_when`` verdicts
+(``violated`` for a theorem claim); a theorem claim as stated must *hold*. Its record is
+``runs/<id>/power.json`` (with each claim's resolution); ``python -m experiments.docs --power
+runs/<id>/power.json`` puts it into the catalogue (docs/claims.md). Exit status: 0 when every
+alternative declared rejectable on the profile is rejected and every theorem claim holds as
+stated, 1 otherwise (also for a check that raised).
 """
 
 from __future__ import annotations
@@ -358,13 +359,9 @@ def power_table(records: list[dict[str, Any]]) -> str:
         lines.append(
             f"{r['claim_id']:<32} {name:<30} {r['verdict']:<13} {mark:<9} {r['seconds']:.2f}"
         )
-    alts = [r for r in records if r["alternative"] is not None]
-    due = [r for r in alts if r["expected"]]
-    missed = [f"{r['claim_id']}/{r['alternative']}" for r in due if not r["rejected"]]
-    theorems = [r for r in records if r["alternative"] is None and r["kind"] in THEOREM_KINDS]
-    false = [r["claim_id"] for r in theorems if _not_holding(r)]
+    due, missed, theorems, false = _power_outcome(records)
     lines.append(
-        f"{sum(r['rejected'] for r in due)}/{len(due)} alternatives declared rejectable on this "
+        f"{len(due) - len(missed)}/{len(due)} alternatives declared rejectable on this "
         "profile were rejected" + (f"; NOT rejected: {', '.join(missed)}" if missed else "")
     )
     lines.append(
@@ -378,6 +375,17 @@ def _not_holding(r: dict[str, Any]) -> bool:
     """A theorem claim, as stated, that its check does not call *holds* (a reproduction
     claim's own verdict is a finding, not a failure of its check)."""
     return r["kind"] in THEOREM_KINDS and r["verdict"] != "holds"
+
+
+def _power_outcome(
+    records: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]], list[str]]:
+    """The alternatives declared rejectable on the profile, those of them not rejected
+    (``claim/alternative``), the theorem claims as stated, and those of them not holding."""
+    due = [r for r in records if r["alternative"] is not None and r["expected"]]
+    missed = [f"{r['claim_id']}/{r['alternative']}" for r in due if not r["rejected"]]
+    theorems = [r for r in records if r["alternative"] is None and r["kind"] in THEOREM_KINDS]
+    return due, missed, theorems, [r["claim_id"] for r in theorems if _not_holding(r)]
 
 
 def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> dict[str, Any]:
@@ -446,15 +454,13 @@ def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> 
         }
     }
     alts = [r for r in records if r["alternative"] is not None]
-    due = [r for r in alts if r["expected"]]
+    _, missed, _, false = _power_outcome(records)
     return {
         "power": True,
         "alternatives": len(alts),
         "rejected": sum(r["rejected"] for r in alts),
-        "not_rejected": [f"{r['claim_id']}/{r['alternative']}" for r in due if not r["rejected"]],
-        "not_holding": [
-            r["claim_id"] for r in records if r["alternative"] is None and _not_holding(r)
-        ],
+        "not_rejected": missed,
+        "not_holding": false,
         "without_alternatives": [c.id for c in selected if not c.alternatives],
         "jobs": workers,
         "seconds": round(time.perf_counter() - start, 3),

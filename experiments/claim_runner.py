@@ -128,8 +128,8 @@ def power_units(selected: Sequence[Claim]) -> list[tuple[str, str | None]]:
 
 def _check_alternative(unit: tuple[str, str | None], profile: str, seed: int) -> Record:
     """One power record. For an alternative: the check's verdict under the wrong variant,
-    whether it rejected it (``violated``) and whether the claim declares it rejectable on
-    ``profile``. For the statement itself (``None``): its verdict and resolution."""
+    whether it rejected it (a verdict of ``rejected_when``) and whether the claim declares it
+    rejectable on ``profile``. For the statement itself (``None``): its verdict and resolution."""
     claim_id, name = unit
     c = get_claim(claim_id)
     reseed(seed)
