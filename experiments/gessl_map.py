@@ -11,8 +11,10 @@ claims' setting (``theory/map_grid.py``), on each family, and every cell compare
 the plain base method and with first-order meta-learning without the σ-term (λ = γ = 0), the
 three trained from the same initialisation on the same tasks, per seed, and measured on the
 same fresh tasks after the same test-time adaptation (``docs/reproduction.md``). The jobs
-(trainings and floor fits) run in ``jobs`` worker processes; ``shard="i/n"`` runs every n-th
-job only, and ``python -m paper_figures`` merges the shards of one map (same ``map_id``).
+(trainings and floor fits) run as units (:func:`theory.map_grid.units`: the trainings of one
+setting on every task family as one population) in ``jobs`` worker processes; ``shard="i/n"``
+runs every n-th unit only, and ``python -m paper_figures`` merges the shards of one map (same
+``map_id``).
 
 Records (``runs/<id>/``): ``map.json`` (the spec, the shard, every job's result), and for a
 whole map ``map_cells.json`` (the assembled cells, floors) and the heat maps ``gessl_map.png``.
@@ -31,7 +33,7 @@ from experiments.parallel import default_jobs, in_workers, reseed
 from experiments.tracking import main_entry, make_experiment
 from experiments.validation import UsageError, check_choice, check_choices, check_int, validates
 from gessl.progress import progress
-from theory.map_grid import KNOBS, PROFILES, assemble, cells, map_id, plan, shard_of
+from theory.map_grid import KNOBS, PROFILES, assemble, cells, map_id, plan, shard_of, units
 
 ex = make_experiment("gessl_map")
 
@@ -77,7 +79,7 @@ def _check(config: dict[str, Any]) -> None:
     )
     for cell in cells(spec):
         _fair(spec, cell["family"], cell["options"])
-    shard_of(plan(spec), config["shard"])
+    shard_of(units(plan(spec)), config["shard"])
 
 
 def make_spec(
@@ -114,10 +116,15 @@ def base_setting() -> dict[str, Any]:
     options, :data:`theory.fair_test.FAIR_SETTING` on :class:`gessl.trainer.GeSSLConfig`'s
     defaults, and its critic), read from there."""
     from theory.fair_test import FairTest
+    from theory.task_families import FAMILIES, make_family
 
     test = FairTest()
     g = test.gessl_config.to_dict()
-    own = {"critic": test.critic, "dim": test.dim, "signal": test.signal}
+    # the families' own dimension and signal, spelled out where they all share them, so that a
+    # panel cell at those values is the base setting (the same jobs) rather than a copy of it
+    shared = {(make_family(f).dim, make_family(f).latent_scale) for f in FAMILIES}
+    dim, signal = shared.pop() if len(shared) == 1 else (test.dim, test.signal)
+    own = {"critic": test.critic, "dim": test.dim or dim, "signal": test.signal or signal}
     own["encoder_depth"] = test.encoder_depth
     return {k: own[k] if k in own else g[k] for k in KNOBS}
 
@@ -139,76 +146,75 @@ def _fair(spec: dict[str, Any], family: str, options: dict[str, Any]) -> Any:
     )
 
 
-def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> dict[str, Any]:
-    """One job of :func:`theory.map_grid.plan`: every seed of one setting trained as one
-    population and each model measured at its own protocols (:mod:`theory.fair_eval`: its
-    calibrated σ of φ, its tuned (K, α), and the cells' fixed (K, α)), or a floor fit (shared and
-    per task, both KL directions)."""
+def run_unit(unit: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> list[dict]:
+    """One work unit of :func:`theory.map_grid.units`, a result per job: a floor fit (shared
+    and per task, both KL directions), or the training jobs of one setting on several task
+    families — every seed of every job trained as one population
+    (:func:`theory.fair_test.train_settings`) and each model measured at its own protocols
+    (:mod:`theory.fair_eval`: its calibrated σ of φ, its tuned (K, α), and the cells' fixed
+    (K, α))."""
     from theory.fair_eval import Protocol, measure, task_sets
-    from theory.fair_test import build_model, train_many
-    from theory.floors import fit_floor
+    from theory.fair_test import train_settings
 
     start = time.perf_counter()
-    test = _fair(spec, job["family"], job["options"])
-    fam, n = test.task_family, test.n_samples
-    if job["kind"] == "floor":
-        reseed(0)
-        _, t = task_sets(fam, 0, 1, spec["eval_tasks"], n)
-        method = build_model(test, 0)
-        critic, k = method.task_critic(), spec["floor_tasks"]
-        floors = {}
-        for direction in ("sigma", "sigma_excess"):
-            q = (t.batch.query_a, t.batch.query_b)
-            shared = fit_floor(method, critic, q, t.lp, direction, polish_iter=spec["floor_polish"])
-            floors[f"shared_{direction}"] = shared.to_dict()
-            floors[f"per_task_{direction}"] = fit_floor(
-                method, critic, (q[0][:k], q[1][:k]), t.lp[:k], direction, "per_task",
-                init=shared.params,
-            ).to_dict()  # fmt: skip
-        return {
-            "kind": "floor",
-            "key": job["key"],
-            "family": job["family"],
-            "options": job["options"],
-            "floors": floors,
-            "seconds": time.perf_counter() - start,
+    jobs = unit["jobs"]
+    if jobs[0]["kind"] == "floor":
+        return [_floor(jobs[0], spec)]
+    tests = [_fair(spec, j["family"], j["options"]) for j in jobs]
+    seeds = jobs[0]["seeds"]
+    reseed(seeds[0])
+    trained = train_settings(tests, jobs[0]["mode"], seeds, device=device)
+    runs = [
+        {
+            str(s): {
+                "diverged": r.diverged,
+                "metrics": {},
+                "train_seconds": r.seconds,
+                "path": r.path,
+            }
+            for s, r in zip(seeds, job_runs)
         }
-    reseed(job["seeds"][0])
-    trained = train_many(test, job["mode"], job["seeds"], device=device)
-    runs = {str(s): {"diverged": r.diverged, "metrics": {}, "train_seconds": r.seconds,
-                     "path": r.path} for s, r in zip(job["seeds"], trained)}  # fmt: skip
+        for job_runs in trained
+    ]
     # a blown-up model is measured; a non-finite one is not
     alive = [
-        (s, r)
-        for s, r in zip(job["seeds"], trained)
+        (i, s, r)
+        for i, job_runs in enumerate(trained)
+        for s, r in zip(seeds, job_runs)
         if r.diverged is None or "blew up" in r.diverged
     ]
     # one measurement per adapted parameter set: the cells read no σ-term, so their λ and KL
     # direction do not change what is measured (calibration, tuning and their fixed protocols)
-    groups: dict[str, list[tuple[str, dict]]] = {}
-    for name, ev in job["evals"].items():
-        groups.setdefault(ev["adapt"], []).append((name, ev))
+    groups: dict[str, dict[str, dict]] = {}
+    for job in jobs:
+        for name, ev in job["evals"].items():
+            groups.setdefault(ev["adapt"], {})[name] = ev
     if alive:
-        sets = {s: task_sets(fam, s, spec["val_tasks"], spec["eval_tasks"], n) for s, _ in alive}
-        method = alive[0][1].method
-        models = [dict(r.method.online_params()) for _, r in alive]
+        n = tests[0].n_samples
+        sets = [task_sets(tests[i].task_family, s, spec["val_tasks"], spec["eval_tasks"], n)
+                for i, s, _ in alive]  # fmt: skip
+        method = alive[0][2].method
+        models = [dict(r.method.online_params()) for _, _, r in alive]
         for adapt, evs in groups.items():
             protocols = list(
-                dict.fromkeys(Protocol(ev["test_steps"], ev["test_lr"]) for _, ev in evs)
+                dict.fromkeys(Protocol(ev["test_steps"], ev["test_lr"]) for ev in evs.values())
             )
             records = measure(
                 method,
                 models,
-                [sets[s][0] for s, _ in alive],
-                [sets[s][1] for s, _ in alive],
+                [v for v, _ in sets],
+                [t for _, t in sets],
                 fixed=protocols,
                 lookahead=0,  # no σ-term is read
                 names=method.head_names() if adapt == "projector" else None,
             )
-            for (s, _), rec in zip(alive, records):
-                for name, ev in evs:
+            for (i, s, _), rec in zip(alive, records):
+                for name in jobs[i]["evals"]:
+                    ev = evs.get(name)
+                    if ev is None:  # another adapt group's
+                        continue
                     fixed = rec["fixed"][Protocol(ev["test_steps"], ev["test_lr"]).label]
-                    runs[str(s)]["metrics"][name] = {
+                    runs[i][str(s)]["metrics"][name] = {
                         "sigma_phi": rec["sigma_phi_raw"],
                         "sigma_phi_calibrated": rec["sigma_phi_calibrated"],
                         "sigma_adapted_tuned": rec["sigma_adapted_tuned"],
@@ -217,13 +223,49 @@ def run_job(job: dict[str, Any], spec: dict[str, Any], device: str = "auto") -> 
                         "beta_sigma": rec["beta_sigma"],
                         "protocol_sigma": rec["protocol_sigma"],
                     }
+    share = (time.perf_counter() - start) / len(jobs)
+    return [
+        {
+            "kind": "train",
+            "key": job["key"],
+            "family": job["family"],
+            "mode": job["mode"],
+            "options": job["options"],
+            "runs": job_runs,
+            "seconds": share,
+            "unit_jobs": len(jobs),
+        }
+        for job, job_runs in zip(jobs, runs)
+    ]
+
+
+def _floor(job: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """A floor fit: the model family's shared and per-task floors, both KL directions."""
+    from theory.fair_eval import task_sets
+    from theory.fair_test import build_model
+    from theory.floors import fit_floor
+
+    start = time.perf_counter()
+    test = _fair(spec, job["family"], job["options"])
+    reseed(0)
+    _, t = task_sets(test.task_family, 0, 1, spec["eval_tasks"], test.n_samples)
+    method = build_model(test, 0)
+    critic, k = method.task_critic(), spec["floor_tasks"]
+    floors = {}
+    for direction in ("sigma", "sigma_excess"):
+        q = (t.batch.query_a, t.batch.query_b)
+        shared = fit_floor(method, critic, q, t.lp, direction, polish_iter=spec["floor_polish"])
+        floors[f"shared_{direction}"] = shared.to_dict()
+        floors[f"per_task_{direction}"] = fit_floor(
+            method, critic, (q[0][:k], q[1][:k]), t.lp[:k], direction, "per_task",
+            init=shared.params,
+        ).to_dict()  # fmt: skip
     return {
-        "kind": "train",
+        "kind": "floor",
         "key": job["key"],
         "family": job["family"],
-        "mode": job["mode"],
         "options": job["options"],
-        "runs": runs,
+        "floors": floors,
         "seconds": time.perf_counter() - start,
     }
 
@@ -275,22 +317,24 @@ def main(
 ) -> dict[str, Any]:
     spec = make_spec(profile, families, sweep, panel, seeds, steps)  # validated before the run
     every = plan(spec)
-    mine = shard_of(every, shard)
+    mine = shard_of(units(every), shard)
+    n_mine = sum(len(u["jobs"]) for u in mine)
     mid = map_id(spec)
     workers = default_jobs() if jobs == 0 else jobs
     _run.info.update(map_id=mid, shard=shard, jobs_total=len(every))
     results: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
-    bar = progress(total=len(mine), desc="map jobs", unit="job")
+    bar = progress(total=n_mine, desc="map jobs", unit="job")
 
-    def on_result(job: dict[str, Any], res: dict[str, Any]) -> None:
-        results[job["key"]] = res
-        bar.update(1)
+    def on_result(unit: dict[str, Any], res: list[dict[str, Any]]) -> None:
+        for one in res:
+            results[one["key"]] = one
+        bar.update(len(res))
         _run.log_scalar("jobs_done", len(results))
 
     with tempfile.TemporaryDirectory() as tmp, bar:
         try:
-            in_workers(partial(run_job, spec=spec, device=device), mine, workers, on_result)
+            in_workers(partial(run_unit, spec=spec, device=device), mine, workers, on_result)
         finally:  # also when interrupted: the jobs done so far are kept
             path = os.path.join(tmp, "map.json")
             with open(path, "w") as fh:
@@ -300,18 +344,19 @@ def main(
                         "spec": spec,
                         "shard": shard,
                         "jobs_total": len(every),
-                        "jobs_in_shard": len(mine),
-                        "complete": len(results) == len(mine),
+                        "jobs_in_shard": n_mine,
+                        "units_in_shard": len(mine),
+                        "complete": len(results) == n_mine,
                         "results": results,
                     },
                     fh,
                 )
             _run.add_artifact(path, "map.json")
-        whole = len(mine) == len(every)
+        whole = n_mine == len(every)
         out: dict[str, Any] = {
             "map_id": mid,
             "shard": shard,
-            "jobs": len(mine),
+            "jobs": n_mine,
             "jobs_total": len(every),
             "workers": workers,
             "seconds": round(time.perf_counter() - start, 1),
@@ -341,7 +386,7 @@ def main(
             )
         else:
             print(
-                f"shard {shard}: {len(mine)} of {len(every)} jobs of map {mid}; merge the shards "
+                f"shard {shard}: {n_mine} of {len(every)} jobs of map {mid}; merge the shards "
                 "with `python -m paper_figures --only gessl_map`"
             )
     return out

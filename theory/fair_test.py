@@ -46,6 +46,7 @@ __all__ = [
     "train",
     "train_arms",
     "train_many",
+    "train_settings",
 ]
 
 #: the three training modes, in the order they are compared
@@ -296,28 +297,95 @@ def train_arms(
         if len(group) > 1:
             gamma = test.gessl_config.sigma_weight
             weights = [0.0 if mode == "meta" else gamma for mode, _, _ in members]
-        pop = PopulationTrainer(
-            [build_model(test, s) for _, s, _ in members],
-            sampler,
+        suffix = " (with the meta arm, γ = 0)" if len(group) > 1 else ""
+        trained = _fit_population(
+            [test] * len(members),
             test.config(group[-1]),
             [s for _, s, _ in members],
-            n_samples=test.n_samples,
-            device=device,
-            sigma_weights=weights,
+            sampler,
+            device,
+            weights,
+            suffix,
         )
-        start = time.perf_counter()
-        pop.fit(test.steps, progress=False)
-        share = (time.perf_counter() - start) / len(members)
-        limit = BLOW_UP * math.log(test.n_samples)
-        runs = zip(members, pop.methods, pop.history, pop.diverged)
-        for (mode, _, _), method, history, diverged in runs:
-            method.to("cpu")
-            tail = [h["loss"] for h in history[-5:]]
-            last = sum(tail) / len(tail) if tail else float("nan")
-            if diverged is None and last > limit:
-                diverged = f"blew up: final outer loss {last:.4g} > {BLOW_UP:g}·log N = {limit:.3g}"
-            path = pop.path + (" (with the meta arm, γ = 0)" if len(group) > 1 else "")
-            out.setdefault(mode, []).append(Trained(method, share, diverged, last, path))
+        for (mode, _, _), run in zip(members, trained):
+            out.setdefault(mode, []).append(run)
+    return out
+
+
+def train_settings(
+    tests: Sequence[FairTest],
+    mode: str,
+    seeds: Sequence[int],
+    device: str | None = None,
+) -> list[list[Trained]]:
+    """:func:`train_many` for several fair tests at once: every seed of every test in *one*
+    population, each member exactly as its own run would be (its test's family and sampler,
+    its seed's initialisation and task stream). The tests must train the same model with the
+    same options — they may differ only in the task family's setting (family, dimension-free
+    options such as the signal) — so that their members share one graph; a ``ValueError``
+    says which differs otherwise. Returns one list of runs per test, in ``seeds`` order."""
+    tests, seeds = list(tests), list(seeds)
+    if not tests:
+        raise ValueError("tests: at least one fair test")
+    cfg = tests[0].config(mode)
+    ref = build_model(tests[0], seeds[0])
+    run = (tests[0].steps, tests[0].n_samples)
+    for i, t in enumerate(tests[1:], 1):
+        if t.config(mode) != cfg or (t.steps, t.n_samples) != run:
+            raise ValueError(f"tests[{i}] trains with other {mode} options than tests[0]")
+        other = build_model(t, seeds[0])
+        if other.options != ref.options or {
+            k: v.shape for k, v in other.online_params().items()
+        } != {k: v.shape for k, v in ref.online_params().items()}:
+            raise ValueError(f"tests[{i}] trains another model than tests[0]")
+    device = device if device is not None else _TRAINING_DEVICE.get()
+    samplers = [FamilySampler(t.task_family) for t in tests]
+    suffix = f" ({len(tests)} settings in one population)" if len(tests) > 1 else ""
+    trained = _fit_population(
+        [t for t in tests for _ in seeds],
+        cfg,
+        [s for _ in tests for s in seeds],
+        [smp for smp in samplers for _ in seeds] if len(tests) > 1 else samplers[0],
+        device,
+        None,
+        suffix,
+    )
+    return [trained[i * len(seeds) : (i + 1) * len(seeds)] for i in range(len(tests))]
+
+
+def _fit_population(
+    tests: Sequence[FairTest],
+    cfg: GeSSLConfig,
+    seeds: Sequence[int],
+    sampler: Any,
+    device: str | None,
+    weights: Sequence[float] | None,
+    suffix: str,
+) -> list[Trained]:
+    """Train one population — member i the model of ``tests[i]`` initialised with ``seeds[i]``
+    — for ``tests[0].steps`` outer steps, and mark the runs that diverged or blew up."""
+    test = tests[0]
+    pop = PopulationTrainer(
+        [build_model(t, s) for t, s in zip(tests, seeds)],
+        sampler,
+        cfg,
+        list(seeds),
+        n_samples=test.n_samples,
+        device=device,
+        sigma_weights=weights,
+    )
+    start = time.perf_counter()
+    pop.fit(test.steps, progress=False)
+    share = (time.perf_counter() - start) / len(seeds)
+    limit = BLOW_UP * math.log(test.n_samples)
+    out = []
+    for method, history, diverged in zip(pop.methods, pop.history, pop.diverged):
+        method.to("cpu")
+        tail = [h["loss"] for h in history[-5:]]
+        last = sum(tail) / len(tail) if tail else float("nan")
+        if diverged is None and last > limit:
+            diverged = f"blew up: final outer loss {last:.4g} > {BLOW_UP:g}·log N = {limit:.3g}"
+        out.append(Trained(method, share, diverged, last, pop.path + suffix))
     return out
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "plan",
     "seed_results",
     "shard_of",
+    "units",
 ]
 
 #: knob name → the FairTest field(s) it sets (``critic`` also sets the temperature; ``adapt``
@@ -129,6 +130,8 @@ PROFILES: dict[str, dict[str, Any]] = {
 #: options a mode's training depends on (the rest only change the GeSSL mode)
 _MODEL_KEYS = ("critic", "temperature", "encoder_depth", "dim", "signal")
 _META_KEYS = (*_MODEL_KEYS, "inner_lr", "inner_steps", "order", "adapt")
+#: options a floor depends on: the model family's (the encoder's depth does not change it)
+FLOOR_KEYS = tuple(k for k in _MODEL_KEYS if k != "encoder_depth")
 
 
 def _canon(obj: Any) -> str:
@@ -244,12 +247,53 @@ def plan(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
             )
             ev = _eval_spec(cell["options"])
             job["evals"][_canon(ev)] = ev
-        floor_opts = {k: cell["options"][k] for k in _MODEL_KEYS}
+        # the floor is the model family's: a linear backbone before the linear head represents
+        # the same affine maps d → 2d as the head alone (a 2d×d matrix has rank ≤ d and every
+        # one factors), so the floor is fitted in the one-layer parametrisation, whose fit is
+        # well conditioned (:data:`FLOOR_KEYS`)
+        floor_opts = {k: cell["options"][k] for k in FLOOR_KEYS}
         key = _canon({"floor": cell["family"], "o": floor_opts})
         jobs.setdefault(
             key, {"kind": "floor", "key": key, "family": cell["family"], "options": floor_opts}
         )
     return [jobs[k] for k in sorted(jobs)]
+
+
+#: the options that only change a training's task sampler (its family's setting): jobs that
+#: differ only in these train as one population (:func:`units`)
+SAMPLER_KEYS = ("family", "signal")
+
+
+def _unit_cost(unit: Mapping[str, Any]) -> float:
+    """A rough relative cost of a unit (to start the long ones first; no result depends on it)."""
+    job = unit["jobs"][0]
+    if job["kind"] == "floor":
+        return 0.1 if (job["options"].get("dim") or 4) <= 4 else 1.8
+    o = job["options"]
+    per = {"plain": 1.0, "meta": 1.2, "gessl": 1.8}[job["mode"]]
+    per *= 1 + 0.3 * (o.get("inner_steps", 1) - 1) + 0.2 * o.get("lookahead_steps", 0)
+    per *= 1.5 if o.get("order") == "second" else 1.0
+    per *= 2.0 if (o.get("dim") or 4) > 4 else 1.0
+    return per * len(unit["jobs"])
+
+
+def units(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The work units of a map's jobs: the training jobs that differ only in their task
+    family's setting (:data:`SAMPLER_KEYS`) form one unit, trained as one population of every
+    seed of every job (:func:`theory.fair_test.train_settings`: each member exactly as its own
+    run, so no number depends on the grouping); a floor fit is a unit of its own. Units are
+    listed longest first (a rough cost), so that workers finish together; each is ``{"key",
+    "jobs"}``."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for job in jobs:
+        if job["kind"] == "train":
+            shared = {k: v for k, v in job["options"].items() if k not in SAMPLER_KEYS}
+            key = _canon({"unit": job["mode"], "o": shared})
+        else:
+            key = job["key"]
+        groups.setdefault(key, []).append(job)
+    out = [{"key": k, "jobs": v} for k, v in sorted(groups.items())]
+    return sorted(out, key=_unit_cost, reverse=True)
 
 
 def shard_of(jobs: list[dict[str, Any]], shard: str) -> list[dict[str, Any]]:

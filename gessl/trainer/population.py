@@ -175,18 +175,30 @@ class PopulationTrainer:
         return [d is None for d in self.diverged]
 
     def sample(self) -> TaskBatch:
-        """The next M tasks of every member, stacked: views ``[S, M, N, ...]``. A sampler shared
-        by every member that has ``sample_each(n_tasks, n_samples, gens)`` draws them in one call
-        (the same numbers as one ``sample`` per member, e.g.
-        :meth:`theory.task_families.FamilySampler.sample_each`)."""
+        """The next M tasks of every member, stacked: views ``[S, M, N, ...]``. The members
+        that share a sampler object with ``sample_each(n_tasks, n_samples, gens)`` have their
+        tasks drawn in one call (the same numbers as one ``sample`` per member, e.g.
+        :meth:`theory.task_families.FamilySampler.sample_each`): one call for a population
+        with one sampler, one per sampler for members of several settings (e.g. task
+        families); the others draw with ``sample``."""
         m, n = self.cfg.tasks_per_step, self.n_samples
         first = self.samplers[0]
         if hasattr(first, "sample_each") and all(s is first for s in self.samplers):
             return first.sample_each(m, n, self.generators).to(self.device, self.dtype)
-        batches = [
-            s.sample(m, n, g).to(self.device, self.dtype)
-            for s, g in zip(self.samplers, self.generators)
-        ]
+        shared: dict[int, list[int]] = {}
+        for i, s in enumerate(self.samplers):
+            shared.setdefault(id(s), []).append(i)
+        drawn: list[TaskBatch | None] = [None] * self.size
+        for members in shared.values():
+            s = self.samplers[members[0]]
+            if hasattr(s, "sample_each") and len(members) > 1:
+                views = s.sample_each(m, n, [self.generators[i] for i in members]).views()
+                for j, i in enumerate(members):
+                    drawn[i] = TaskBatch.of_views([v[j] for v in views])
+            else:
+                for i in members:
+                    drawn[i] = s.sample(m, n, self.generators[i])
+        batches = [b.to(self.device, self.dtype) for b in drawn if b is not None]
         return tree_map(lambda *views: torch.stack(views), *batches)
 
     def train_step(self, batch: TaskBatch | None = None) -> list[StepLog | None]:

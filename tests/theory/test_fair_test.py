@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gessl.data import TaskBatch
-from theory.fair_test import FairTest, build_model, train, train_arms, train_many
+from theory.fair_test import FairTest, build_model, train, train_arms, train_many, train_settings
 
 
 def test_modes_differ_only_where_they_should():
@@ -127,3 +127,42 @@ def test_meta_and_gessl_train_as_one_population_equal_to_their_own():
             ):
                 torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7, msg=f"{mode} {name}")
     assert "with the meta arm" in together["gessl"][0].path
+
+
+@pytest.mark.parametrize("mode", ["plain", "gessl"])
+def test_settings_trained_in_one_population_equal_their_own_runs(mode):
+    """train_settings trains every seed of several family settings at once: each run is the
+    one train_many gives for its own setting, bit for bit."""
+    tests = [
+        FairTest(family="homogeneous", steps=6),
+        FairTest(family="subspace", steps=6, signal=1.5),
+    ]
+    together = train_settings(tests, mode, [0, 1])
+    assert [len(runs) for runs in together] == [2, 2]
+    for test, runs in zip(tests, together):
+        alone = train_many(test, mode, [0, 1])
+        for a, b in zip(runs, alone):
+            assert "2 settings in one population" in a.path
+            for (name, v), w in zip(
+                a.method.online_params().items(), b.method.online_params().values()
+            ):
+                assert torch.equal(v, w), name
+    h, s = (runs[0].method.online_params() for runs in together)
+    assert not all(torch.equal(h[k], s[k]) for k in h)  # the settings trained differently
+
+
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        ({"critic": "cosine", "temperature": 0.5}, "trains another model than tests\\[0\\]"),
+        ({"dim": 8}, "trains another model than tests\\[0\\]"),
+        ({"gessl": {"inner_lr": 0.3}}, "trains with other gessl options than tests\\[0\\]"),
+        ({"steps": 7}, "trains with other gessl options than tests\\[0\\]"),
+    ],
+)
+def test_settings_that_do_not_share_a_graph_are_refused(other, message):
+    base = FairTest(family="homogeneous", steps=6)
+    with pytest.raises(ValueError, match=message):
+        train_settings([base, FairTest(family="subspace", **{"steps": 6, **other})], "gessl", [0])
+    with pytest.raises(ValueError, match="at least one fair test"):
+        train_settings([], "gessl", [0])

@@ -6,7 +6,17 @@ import json
 
 import pytest
 
-from theory.map_grid import PROFILES, assemble, cells, group_key, map_id, plan, shard_of, train_key
+from theory.map_grid import (
+    PROFILES,
+    assemble,
+    cells,
+    group_key,
+    map_id,
+    plan,
+    shard_of,
+    train_key,
+    units,
+)
 
 #: the reproduction claims' setting (experiments.gessl_map.base_setting reads it from the
 #: library; written out here so that the bookkeeping is tested without torch)
@@ -165,3 +175,67 @@ def test_profiles_sweep_every_knob_the_issue_names():
         "encoder_depth": [1, 2],
     }
     assert PROFILES["quick"]["families"] == ["homogeneous", "subspace", "noise_level"]
+
+
+def test_units_train_the_family_settings_of_one_setting_together():
+    spec = {
+        **MAP_SPEC,
+        "panel": {"signal": [1.0, 1.5]},
+    }
+    jobs = plan(spec)
+    got = units(jobs)
+    assert units(jobs) == got  # a fixed order
+    # every job in exactly one unit
+    keys = [j["key"] for u in got for j in u["jobs"]]
+    assert sorted(keys) == sorted(j["key"] for j in jobs) and len(keys) == len(set(keys))
+    for u in got:
+        first = u["jobs"][0]
+        if first["kind"] == "floor":
+            assert len(u["jobs"]) == 1
+            continue
+        # one mode and one setting but for the family's: one graph
+        drop = ("signal",)
+        shared = {k: v for k, v in first["options"].items() if k not in drop}
+        for j in u["jobs"]:
+            assert j["mode"] == first["mode"] and j["seeds"] == first["seeds"]
+            assert {k: v for k, v in j["options"].items() if k not in drop} == shared
+    train = [u for u in got if u["jobs"][0]["kind"] == "train"]
+    # both families of a setting meet in one unit, with the base's signal (the family's own,
+    # None here) and the panel's two: 2 × 3 jobs
+    assert max(len(u["jobs"]) for u in train) == 6
+    assert {len({j["family"] for j in u["jobs"]}) for u in train} == {2}
+    assert len(train) < sum(j["kind"] == "train" for j in jobs) / 2 + 1
+    # the long units first: GeSSL before meta before plain, floors last
+    kinds = [u["jobs"][0].get("mode", "floor") for u in got]
+    assert kinds.index("plain") > kinds.index("gessl") and kinds[-1] == "floor"
+
+
+def test_the_full_map_trains_in_a_quarter_of_the_populations():
+    from experiments.gessl_map import make_spec
+
+    jobs = plan(make_spec("full", None, None, None, None, None))
+    train = [u for u in units(jobs) if u["jobs"][0]["kind"] == "train"]
+    assert sum(j["kind"] == "train" for j in jobs) == 180 and len(train) == 48
+
+
+def test_floors_do_not_depend_on_the_encoder_depth_and_the_base_is_spelled_out():
+    """A linear backbone before the linear head spans the same maps: one floor per family ×
+    critic × (d, c), whatever the depth; the base setting names the families' own d and c, so
+    the panel's cell at them trains no copy of the base's runs."""
+    from experiments.gessl_map import base_setting
+
+    base = base_setting()
+    assert (base["dim"], base["signal"], base["encoder_depth"]) == (4, 1.0, 1)
+    spec = {**MAP_SPEC, "base": base, "sweep": {}, "panel": {"dim": [4], "encoder_depth": [1, 2]}}
+    jobs = plan(spec)
+    floors = [j for j in jobs if j["kind"] == "floor"]
+    assert len(floors) == 2 and all("encoder_depth" not in j["options"] for j in floors)
+    # per family: the depth-1 and the depth-2 cell train anew (no base cell in this sweep)
+    assert sum(j["kind"] == "train" for j in jobs) == 2 * 3 * 2
+    # with the base cell in the sweep, the panel's d = 4 cell is the base setting: its three
+    # runs are the base cell's; only d = 8 trains anew (9 runs per family if it were a copy)
+    spec = {**spec, "sweep": {"inner_lr": [0.1]}, "panel": {"dim": [4, 8]}}
+    assert len(cells(spec)) == 2 * 3
+    assert sum(j["kind"] == "train" for j in plan(spec)) == 2 * 3 * 2
+    unspelled = {**spec, "base": {**base, "dim": None, "signal": None}}
+    assert sum(j["kind"] == "train" for j in plan(unspelled)) == 2 * 3 * 3

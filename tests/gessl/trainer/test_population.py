@@ -193,3 +193,23 @@ def test_the_threshold_network_is_refused():
     cfg = GeSSLConfig(threshold="learned")
     with pytest.raises(ValueError, match=r"^population training supports threshold='none' only$"):
         PopulationTrainer(methods, _sampler("linear"), cfg, SEEDS)
+
+
+def test_members_of_several_samplers_draw_their_own_streams_grouped():
+    """Members with different samplers (e.g. two task families) draw, per sampler, what each
+    member's own sampler gives its generator — shared samplers in one call, the rest one by
+    one — in member order."""
+    cfg = GeSSLConfig(mode="plain", tasks_per_step=2)
+    fams = [FamilySampler(make_family(f)) for f in ("subspace", "homogeneous")]
+    lone = GaussianLatentTasks(4)
+    samplers = [fams[0], fams[1], fams[0], lone, fams[1]]
+    seeds = [0, 0, 1, 2, 3]
+    pop = PopulationTrainer([_model(i, "linear") for i in range(5)], samplers, cfg, seeds, 6)
+    batch = pop.sample()
+    assert tuple(batch.query_a.shape) == (5, 2, 6, 4)
+    for i, (smp, s) in enumerate(zip(samplers, seeds)):
+        want = smp.sample(2, 6, torch.Generator().manual_seed(s))
+        for got_v, want_v in zip(batch.views(), want.views()):
+            torch.testing.assert_close(got_v[i], want_v.double(), rtol=0, atol=0)
+    # the families differ, so the grouping matters: members 0 and 1 share a seed, not tasks
+    assert not torch.equal(batch.query_a[0], batch.query_a[1])
