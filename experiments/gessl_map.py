@@ -1,6 +1,6 @@
 """The map of where GeSSL lowers σ: its knobs × the task families, on paired seeds.
 
-    python -m experiments.gessl_map                               # quick (~4 min, 2 CPU cores)
+    python -m experiments.gessl_map                               # quick (~1.5 min, 2 CPU cores)
     python -m experiments.gessl_map with profile=full             # the documented full map
     python -m experiments.gessl_map with 'families=["subspace"]' 'sweep={"inner_lr": [0.1, 1.0]}'
     python -m experiments.gessl_map with shard=1/4                # one quarter of the jobs
@@ -40,7 +40,7 @@ ex = make_experiment("gessl_map")
 
 @ex.config
 def config() -> None:
-    profile = "quick"  # "quick" (≤ 10 min on 2 cores), "full" (documented), "tiny" (tests)
+    profile = "quick"  # "quick" (~1.5 min on 2 cores), "full" (~5 min), "tiny" (tests)
     families = None  # default: the profile's (homogeneous, subspace, noise_level)
     sweep = None  # {knob: [values]}; default: the profile's
     panel = None  # {axis: [values]} of dim, signal, encoder_depth, every combination a cell
