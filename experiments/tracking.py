@@ -37,6 +37,7 @@ __all__ = [
     "default_runs_dir",
     "main_entry",
     "make_experiment",
+    "mask_db_args",
     "observers_attached",
     "open_record_store",
     "record_dir",
@@ -306,6 +307,15 @@ def split_db_args(argv: list[str]) -> tuple[list[str], str | None, bool]:
     return rest, url, optional
 
 
+def mask_db_args(argv: list[str], url: str) -> list[str]:
+    """``argv`` with the database ``url`` (``--sql URL``, ``-s URL``, ``--sql=URL``) shown with
+    its password masked (:func:`experiments.records_db.mask_url`)."""
+    from experiments.records_db import mask_url
+
+    masked = mask_url(url)
+    return [masked if a == url else f"--sql={masked}" if a == f"--sql={url}" else a for a in argv]
+
+
 _PROGRESS: dict[str, str | None] = {"where": None}
 
 
@@ -462,6 +472,8 @@ def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) ->
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    if sql:  # whatever reads the command line later (W&B's run metadata) sees no password
+        sys.argv[:] = mask_db_args(sys.argv, sql)
     argv = _drop_duplicate_file_observers(argv, default_runs_dir())
     commands = {"print_config", "print_dependencies", "save_config", "print_named_configs", "help"}
     args = argv[1:]
