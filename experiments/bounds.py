@@ -68,7 +68,7 @@ VERDICT_CODE = {
     "mixed": 0.0,
     "no practical difference": 0.0,
     "error": -2.0,
-}
+}  # a provisional reproduction verdict (before the correction across the run) is not logged
 #: the reproduction verdicts, in the order the summary counts them
 REPRO_ORDER = ("reproduced", "not reproduced", "mixed", "no practical difference", "inconclusive")
 
@@ -197,9 +197,27 @@ def _final_line(theorems: list[dict[str, Any]]) -> str:
     return text
 
 
+def pending(rec: dict[str, Any]) -> bool:
+    """Whether a reproduction record's verdict is still provisional: judged within its claim,
+    before the Holm correction across the run's reproduction claims
+    (:func:`theory.claims.reproduction.correct_across`) makes it final."""
+    holm = rec.get("details", {}).get("holm", {}) if rec.get("kind") == "reproduction" else {}
+    return bool(holm.get("provisional")) and rec.get("verdict") != "error"
+
+
+def as_written(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record as ``claims.json`` holds it: a provisional verdict is not written as a verdict
+    (``"verdict": "provisional"``; the within-claim one under ``provisional_verdict``)."""
+    if not pending(rec):
+        return rec
+    return {**rec, "verdict": "provisional", "provisional_verdict": rec["verdict"]}
+
+
 def _log_record(rec: dict[str, Any], step: int, _run: Any) -> None:
-    """The claim's metrics: its verdict code, seconds, slope and every series point."""
-    _run.log_scalar("verdict", VERDICT_CODE[rec["verdict"]], step)
+    """The claim's metrics: its verdict code (once final), seconds, slope and every series
+    point."""
+    if not pending(rec):
+        _run.log_scalar("verdict", VERDICT_CODE[rec["verdict"]], step)
     if rec["verdict"] == "error":
         return
     _run.log_scalar(metric_name("claims", rec["claim_id"], "seconds"), rec["seconds"], step)
@@ -222,7 +240,7 @@ def _write_claims(path: str, profile: str, seed: int, complete: bool, records: l
             "profile": profile,
             "seed": seed,
             "complete": complete,
-            "claims": [{k: v for k, v in r.items() if k != "_order"} for r in ordered],
+            "claims": [{k: v for k, v in as_written(r).items() if k != "_order"} for r in ordered],
         },
     )
 
@@ -270,30 +288,41 @@ def main(
     figure_dir: list[str] = []  # the run's temporary folder, once it exists
 
     def reproduction_done() -> None:
-        correct_across(records)  # Holm over the fixed family, then the verdicts
+        tests = correct_across(records)  # Holm over the fixed family, then the verdicts
+        final = []
         for r in records:
-            if figure_dir and r["kind"] == "reproduction" and r["verdict"] != "error":
-                path = save_figure(r, figure_dir[0])
-                _run.add_artifact(path, f"{r['claim_id']}.png")
+            if r["kind"] == "reproduction" and r["verdict"] != "error":
+                _run.log_scalar("verdict", VERDICT_CODE[r["verdict"]], order[r["claim_id"]])
+                final.append(f"{r['claim_id']}: {r['verdict']}")
+                if figure_dir:
+                    path = save_figure(r, figure_dir[0])
+                    _run.add_artifact(path, f"{r['claim_id']}.png")
+        if final:
+            tqdm.write(
+                f"reproduction verdicts (Holm over {tests} primary tests): " + ", ".join(final),
+                file=sys.stderr,
+            )
 
     def on_record(rec: dict[str, Any], figure: str | None) -> None:
         records.append(rec)
-        if rec["claim_id"] in waiting:
-            waiting.discard(rec["claim_id"])
-            if not waiting:
-                reproduction_done()
-        _log_record(rec, order[rec["claim_id"]], _run)
-        if live is not None:
-            done = [{**r, "_order": order[r["claim_id"]]} for r in records]
-            _write_claims(os.path.join(live, "claims.json"), profile, seed, False, done)
-        set_progress(f"claim {len(records)}/{len(selected)} ({rec['claim_id']} done)")
-        if figure is not None:
-            _run.add_artifact(figure, f"{rec['claim_id']}.png")
+        _log_record(rec, order[rec["claim_id"]], _run)  # a provisional verdict is not logged
         done = f"{rec['verdict']} ({rec['seconds']:.2f}s)"
+        if pending(rec):  # its verdict is known only after the correction across the run
+            done = f"done ({rec['seconds']:.2f}s; verdict after the Holm correction)"
         if rec["verdict"] == "error":
             done = f"ERROR {rec['reason']}"
         bar.update(1)
         tqdm.write(f"[{len(records)}/{len(selected)}] {rec['claim_id']}: {done}", file=sys.stderr)
+        if rec["claim_id"] in waiting:
+            waiting.discard(rec["claim_id"])
+            if not waiting:
+                reproduction_done()
+        if live is not None:
+            written = [{**r, "_order": order[r["claim_id"]]} for r in records]
+            _write_claims(os.path.join(live, "claims.json"), profile, seed, False, written)
+        set_progress(f"claim {len(records)}/{len(selected)} ({rec['claim_id']} done)")
+        if figure is not None:
+            _run.add_artifact(figure, f"{rec['claim_id']}.png")
 
     with tempfile.TemporaryDirectory() as tmp, bar:
         complete = False
@@ -321,7 +350,7 @@ def main(
                     r["kind"],
                     r["verdict"],
                     round(r["seconds"], 3),
-                    r.get("slope"),
+                    r.get("slope") if isinstance(r.get("slope"), int | float) else None,
                     r["summary"],
                 ]
                 for r in records

@@ -42,6 +42,7 @@ VERDICT_COLORS = {
     "no practical difference": "#5c7cfa",  # significant, below the stated minimum effect
     "inconclusive": "#e67700",
     "error": "#495057",  # the check raised (experiments.bounds records it and goes on)
+    "provisional": "#adb5bd",  # a reproduction verdict before the run-wide correction
 }
 MODE_COLORS = {"plain": "#868e96", "meta": "#74c0fc", "gessl": "#1f5fa8"}
 
@@ -104,10 +105,14 @@ def plot_claim(record: dict[str, Any]) -> Figure:
         ax.set_ylabel(record.get("y_label", "value"))
         verdict = record.get("verdict", "?")
         title = f"{record.get('claim_id', '?')} ({record.get('kind', '?')}): {verdict}"
-        if record.get("slope") is not None and record.get("expected_slope") is not None:
+        slope, slope_se = record.get("slope"), record.get("slope_se", 0)
+        if not isinstance(slope, int | float):  # None, or "nan" (JSON-safe) when not fitted
+            slope = None
+        if slope is not None and record.get("expected_slope") is not None:
             bound = record.get("details", {}).get("slope_is_bound")
+            se = f"{slope_se:.3f}" if isinstance(slope_se, int | float) else "?"
             title += (
-                f"\nfitted slope {record['slope']:.3f} ± {record.get('slope_se', 0):.3f}"
+                f"\nfitted slope {slope:.3f} ± {se}"
                 + (f" (bound ≤ {record['expected_slope']:g})" if bound else "")
                 + ("" if bound else f" (expected {record['expected_slope']:g})")
             )

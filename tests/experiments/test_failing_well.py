@@ -229,7 +229,9 @@ def test_sigkill_keeps_the_finished_claims_and_the_listing_shows_stale(tmp_path)
     claims = json.loads((record / "claims.json").read_text())  # valid JSON, never half-written
     kept = [c["claim_id"] for c in claims["claims"]]
     assert claims["complete"] is False and set(done) <= set(kept)
-    assert all(c["verdict"] in ("holds", "violated", "inconclusive") for c in claims["claims"])
+    # a reproduction claim's verdict is final only after the correction across the run
+    allowed = ("holds", "violated", "inconclusive", "provisional")
+    assert all(c["verdict"] in allowed for c in claims["claims"])
     assert json.loads((record / "run.json").read_text())["status"] == "RUNNING"
     time.sleep(1.5)
     listing = subprocess.run(
@@ -252,3 +254,46 @@ def test_sigkill_keeps_the_finished_claims_and_the_listing_shows_stale(tmp_path)
         timeout=120,
     )
     assert "RUNNING" in next(ln for ln in fresh.stdout.splitlines() if ln.startswith("1 "))
+
+
+def test_a_reproduction_verdict_is_shown_and_kept_only_once_final(tmp_path):
+    """Before the Holm correction across the reproduction claims, the progress line says the
+    verdict comes after it, and a run killed then keeps the claim as provisional (its
+    within-claim verdict under its own key), never as a verdict."""
+    proc = subprocess.Popen(
+        [  # the claim's Holm family comes along
+            *(sys.executable, "-m", "experiments.bounds", "with", "profile=tiny", "jobs=1"),
+            "claims=['gessl_sigma_homogeneous']",
+        ],
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        done = _wait_for_claims(tmp_path, proc)
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    claims = json.loads((tmp_path / "runs" / "1" / "claims.json").read_text())
+    assert claims["complete"] is False and len(done) < 3
+    for c in claims["claims"]:
+        assert c["kind"] == "reproduction" and c["verdict"] == "provisional", c["verdict"]
+        assert c["provisional_verdict"] in ("reproduced", "not reproduced", "inconclusive",
+                                            "mixed", "no practical difference")  # fmt: skip
+        assert c["details"]["holm"]["provisional"] is True
+    first = next(ln for ln in err.splitlines() if ln.startswith("[1/3]"))
+    assert first.endswith("verdict after the Holm correction)"), first
+    # a whole run: the final verdicts, announced once the family's three are in
+    whole = _run(tmp_path, "experiments.bounds", "with", "profile=tiny", "jobs=1",
+                 "claims=['gessl_sigma_homogeneous']", "figures=False")  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    line = next(ln for ln in whole.stderr.splitlines() if ln.startswith("reproduction verdicts"))
+    final = json.loads((tmp_path / "runs" / "2" / "claims.json").read_text())
+    assert final["complete"] is True and len(final["claims"]) == 3
+    for c in final["claims"]:
+        assert c["verdict"] != "provisional" and "provisional_verdict" not in c
+        assert f"{c['claim_id']}: {c['verdict']}" in line
+        assert c["details"]["holm"]["provisional"] is False
