@@ -305,6 +305,7 @@ def main(
 
     def on_record(rec: dict[str, Any], figure: str | None) -> None:
         records.append(rec)
+        set_progress(f"claim {len(records)}/{len(selected)} ({rec['claim_id']} done)")
         _log_record(rec, order[rec["claim_id"]], _run)  # a provisional verdict is not logged
         done = f"{rec['verdict']} ({rec['seconds']:.2f}s)"
         if pending(rec):  # its verdict is known only after the correction across the run
@@ -320,7 +321,6 @@ def main(
         if live is not None:
             written = [{**r, "_order": order[r["claim_id"]]} for r in records]
             _write_claims(os.path.join(live, "claims.json"), profile, seed, False, written)
-        set_progress(f"claim {len(records)}/{len(selected)} ({rec['claim_id']} done)")
         if figure is not None:
             _run.add_artifact(figure, f"{rec['claim_id']}.png")
 

@@ -3,8 +3,8 @@
 Each unit runs with one torch thread and one BLAS thread, in the parent (``jobs=1``) as in a
 worker, so the numbers do not depend on ``jobs``; callers reseed the generators per unit
 (:func:`reseed`). Workers are forked where the platform allows (they see what was registered
-at run time) and ignore Ctrl-C, which the parent handles: it stops the workers and re-raises,
-so that the caller can keep what came back.
+at run time) and ignore Ctrl-C, SIGTERM and SIGHUP, which the parent handles: it stops the
+workers and re-raises, so that the caller can keep what came back.
 """
 
 from __future__ import annotations
@@ -53,7 +53,11 @@ def reseed(seed: int) -> None:
 
 
 def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    # the parent handles Ctrl-C, SIGTERM and SIGHUP (a closed terminal sends SIGHUP to every
+    # process of the group): it stops the workers and keeps what came back
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     torch.set_num_threads(1)
 
 
@@ -89,7 +93,7 @@ def in_workers(
         for fut in pending:
             fut.cancel()
         for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
+            proc.kill()  # SIGKILL: the workers ignore SIGTERM
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()

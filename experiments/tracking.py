@@ -31,6 +31,7 @@ with warnings.catch_warnings():  # sacred 0.8.7 imports pkg_resources (deprecate
     from sacred.utils import apply_backspaces_and_linefeeds
 
 from experiments.wandb_forwarder import WandbForwarder
+from gessl.cli import Preempted, exit_status, preemption_handled
 
 __all__ = [
     "add_text_artifacts",
@@ -147,8 +148,11 @@ def _gessl_commit() -> str | None:
 EXIT_CODES = """Exit status: 0 the run completed (bounds: every theorem claim holds or is
 inconclusive); 1 the run failed (bounds: a theorem claim is violated or a check raised);
 2 usage error — a bad configuration value, an unknown key, a bad command line or an unreachable
---sql database — reported in one line before any record exists; 130 interrupted (Ctrl-C): the
-record is kept as INTERRUPTED."""
+--sql database — reported in one line before any record exists; 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM: a scheduler's preemption or time limit, `kill`), 129 hung up (SIGHUP:
+the terminal closed): the workers are stopped, the finished work kept and the record kept as
+INTERRUPTED, naming the signal."""
+
 
 #: the project's packages: their modules are saved as sources of every record
 PROJECT_PACKAGES = ("gessl", "theory", "experiments", "paper_figures")
@@ -433,13 +437,14 @@ def _run_cli(ex: Experiment, argv: list[str]) -> Any:
             )
             break
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         where = _PROGRESS["where"]
         record = record_dir(ex.current_run) if ex.current_run is not None else None
-        msg = "interrupted" + (f" at {where}" if where else "")
+        msg = f"interrupted by {stop.args[0]}" if isinstance(stop, Preempted) else "interrupted"
+        msg += f" at {where}" if where else ""
         msg += f"; record {record} (INTERRUPTED)" if record else "; no record was written"
         print(msg, file=sys.stderr)
-        sys.exit(130)
+        sys.exit(exit_status(stop))
     except Exception as run_err:
         _report_failure(run_err, args, short_usage)
 
@@ -489,7 +494,7 @@ def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) ->
                 print(f"error: {err}", file=sys.stderr)
                 sys.exit(2)
         try:
-            with observers_attached(ex, store=store):
+            with observers_attached(ex, store=store), preemption_handled():
                 run = _run_cli(ex, argv)
         finally:
             if store is not None:

@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m paper_figures",
         description=__doc__.split("\n")[0],
         epilog="exit status: 0 built (missing records are listed); 1 an output named with --only "
-        "could not be built; 2 usage error (bad option, --runs folder missing); 130 interrupted",
+        "could not be built; 2 usage error (bad option, --runs folder missing); 130 interrupted "
+        "(Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP)",
     )
     p.add_argument(
         "--runs",

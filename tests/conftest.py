@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 import pytest
@@ -49,3 +50,21 @@ def false_claim():
     )
     yield c
     unregister("false_mi_bound")
+
+
+def needs_signal(*names: str) -> pytest.MarkDecorator:
+    """Skip (with the reason) where this process ignores one of the signals a test sends: its
+    child processes inherit the ignored disposition (``nohup`` ignores SIGHUP; a shell's
+    background job ignores SIGINT), so the command under test would never see the signal."""
+    ignored = [
+        n
+        for n in names
+        if hasattr(signal, n) and signal.getsignal(getattr(signal, n)) == signal.SIG_IGN
+    ]
+    missing = [n for n in names if not hasattr(signal, n)]
+    reason = (
+        f"{', '.join(ignored)} ignored by this shell (inherited by the command under test)"
+        if ignored
+        else f"no {', '.join(missing)} on this platform"
+    )
+    return pytest.mark.skipif(bool(ignored or missing), reason=reason)

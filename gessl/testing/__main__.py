@@ -18,7 +18,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="properties: "
         + "; ".join(f"{k}: {v}" for k, v in PROPERTIES.items())
         + f". dtypes: {', '.join(DTYPES)}. Exit status: 0 every property holds, 1 one is "
-        "falsified (or could not be run), 2 usage or card error, 130 interrupted.",
+        "falsified (or could not be run), 2 usage or card error, 130 interrupted (Ctrl-C), 143 "
+        "terminated (SIGTERM), 129 hung up (SIGHUP).",
     )
     p.add_argument("target", help="the loss, as 'package.module:function'")
     p.add_argument(

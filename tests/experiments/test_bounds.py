@@ -15,6 +15,7 @@ import pytest
 
 from experiments.bounds import ex, exit_code, verdict_table
 from experiments.tracking import run_experiment
+from tests.conftest import needs_signal
 from tests.experiments.fake_wandb import make_fake_wandb
 from theory.claims.reproduction import PRIMARY_FAMILY
 
@@ -351,6 +352,7 @@ def _processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find worker processes")
+@needs_signal("SIGINT")
 def test_ctrl_c_during_a_parallel_run_keeps_finished_verdicts_and_stops_the_workers(tmp_path):
     marker = f"gessl-ctrl-c-{os.getpid()}"
     body = (

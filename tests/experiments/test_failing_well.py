@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import needs_signal
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -197,6 +199,7 @@ def _wait_for_claims(tmp_path: Path, proc: subprocess.Popen, at_least: int = 1) 
     raise AssertionError("no claim finished in time")
 
 
+@needs_signal("SIGINT")
 def test_ctrl_c_is_one_line_exit_130_and_an_interrupted_record(tmp_path):
     proc = _start_bounds(tmp_path)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import torch
 from experiments import pretrain
 from experiments.tracking import run_experiment
 from gessl.trainer.checkpoint import UnsafeCheckpointError, load_checkpoint
+from tests.conftest import needs_signal
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {
@@ -55,12 +57,10 @@ def _records(runs_dir: Path) -> list[str]:
     return sorted(p.name for p in runs_dir.iterdir() if p.name.isdigit())
 
 
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory):
-    """A pretrain run on the real command line with checkpoint_every=4, SIGKILLed once its
-    first checkpoint exists: ``(runs dir, its record, the checkpoint's step)``."""
-    runs = tmp_path_factory.mktemp("runs")
-    with open(runs / "killed.log", "w") as log:
+def _interrupted(runs: Path, sig: signal.Signals) -> tuple[subprocess.Popen, Path, int, str]:
+    """A pretrain run on the real command line with checkpoint_every=4, sent ``sig`` once its
+    first checkpoint exists: ``(process, its record, the checkpoint's step, its output)``."""
+    with open(runs / "interrupted.log", "w") as log:
         proc = subprocess.Popen(
             _cli({**TINY, "steps": 100_000, "checkpoint_every": 4}),
             cwd=ROOT,
@@ -71,21 +71,47 @@ def killed(tmp_path_factory):
         try:
             deadline = time.monotonic() + 240
             while not list(runs.glob("*/checkpoint.pt")):
-                assert proc.poll() is None, (runs / "killed.log").read_text()[-3000:]
+                assert proc.poll() is None, (runs / "interrupted.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "no checkpoint within 240 s"
                 time.sleep(0.05)
+            proc.send_signal(sig)
+            proc.wait(timeout=120)
         finally:
-            proc.kill()  # SIGKILL: no handler runs, the record stays RUNNING
+            proc.kill()
             proc.wait()
     (record,) = [p.parent for p in runs.glob("*/checkpoint.pt")]
-    assert json.loads((record / "run.json").read_text())["status"] == "RUNNING"
     step = load_checkpoint(str(record / "checkpoint.pt"))["step"]
     assert step % 4 == 0 and step >= 4
+    return proc, record, step, (runs / "interrupted.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A pretrain run SIGKILLed once its first checkpoint exists: ``(runs dir, its record, the
+    checkpoint's step)``; no handler runs, so the record stays RUNNING."""
+    runs = tmp_path_factory.mktemp("runs")
+    _, record, step, _ = _interrupted(runs, signal.SIGKILL)
+    assert json.loads((record / "run.json").read_text())["status"] == "RUNNING"
     return runs, record, step
 
 
 def test_a_killed_run_resumed_on_the_command_line_equals_the_uninterrupted_run(killed):
-    runs, parent, k = killed
+    _resumed_equals_uninterrupted(*killed)
+
+
+@needs_signal("SIGTERM")
+def test_a_preempted_run_is_interrupted_and_resumes_bit_for_bit(tmp_path):
+    """SIGTERM (a scheduler's preemption): exit 143, one line, the record INTERRUPTED with its
+    last checkpoint, and ``resume=`` continues it bit for bit."""
+    proc, record, k, out = _interrupted(tmp_path, signal.SIGTERM)
+    assert proc.returncode == 143, out[-3000:]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("interrupted by SIGTERM") and last.endswith("(INTERRUPTED)"), last
+    assert json.loads((record / "run.json").read_text())["status"] == "INTERRUPTED"
+    _resumed_equals_uninterrupted(tmp_path, record, k)
+
+
+def _resumed_equals_uninterrupted(runs: Path, parent: Path, k: int) -> None:
     steps = k + 4
     full = run_experiment(pretrain.ex, {**TINY, "steps": steps}, runs_dir=str(runs), wandb=False)
     assert full.status == "COMPLETED"
