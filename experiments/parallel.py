@@ -4,15 +4,18 @@ Each unit runs with one torch thread and one BLAS thread, in the parent (``jobs=
 worker, so the numbers do not depend on ``jobs``; callers reseed the generators per unit
 (:func:`reseed`). Workers are forked where the platform allows (they see what was registered
 at run time) and ignore Ctrl-C, SIGTERM and SIGHUP, which the parent handles: it stops the
-workers and re-raises, so that the caller can keep what came back.
+workers and re-raises, so that the caller can keep what came back. On Linux a worker dies with
+the process that started it, also when that one is SIGKILLed (no orphans).
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import random
 import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -52,7 +55,24 @@ def reseed(seed: int) -> None:
     random.seed(seed)
 
 
-def _worker_init() -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this worker when the process that forked it dies (``prctl``'s
+    ``PR_SET_PDEATHSIG``), so that a command killed with SIGKILL leaves no orphaned worker; a
+    no-op elsewhere. A parent already gone before the request took effect: exit now."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _worker_init(parent: int | None = None) -> None:
+    if parent is not None:
+        _die_with_parent(parent)
     # the parent handles Ctrl-C, SIGTERM and SIGHUP (a closed terminal sends SIGHUP to every
     # process of the group): it stops the workers and keeps what came back
     for name in ("SIGINT", "SIGTERM", "SIGHUP"):
@@ -80,7 +100,10 @@ def in_workers(
         return
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pool = ProcessPoolExecutor(
-        max_workers=min(jobs, len(units)), mp_context=ctx, initializer=_worker_init
+        max_workers=min(jobs, len(units)),
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(os.getpid(),),
     )
     pending: dict[Future, Any] = {}
     try:

@@ -33,10 +33,25 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    """After each test (passed or failed), nothing of a started command's process group runs
+    on: its group is killed."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
     """The command in a session of its own (its process group is what a terminal would hang
-    up), its signal handlers at their defaults."""
-    return subprocess.Popen(
+    up), its signal handlers at their defaults; its group is killed after the test."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", *args],
         cwd=REPO,
         env=_env(tmp_path),
@@ -45,6 +60,8 @@ def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def _children(pid: int) -> set[int]:
@@ -80,11 +97,9 @@ def _stop(proc: subprocess.Popen, sig: int, group: bool) -> tuple[str, set[int]]
             os.killpg(proc.pid, sig)
         else:
             proc.send_signal(sig)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        err = "(no exit within 60 s)"
     return err, workers
 
 
@@ -141,3 +156,16 @@ def test_the_map_preempted_keeps_its_jobs_and_stops_its_workers(tmp_path):
     kept = json.loads((record / "map.json").read_text())  # what finished, marked incomplete
     assert kept["complete"] is False and kept["jobs_total"] == 20
     _no_worker_left(workers)
+
+
+def test_a_sigkilled_command_leaves_no_worker(tmp_path):
+    """SIGKILL cannot be handled: the workers die with the command all the same (Linux's
+    parent-death signal), rather than run on as orphans."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the parent-death signal is Linux's")
+    proc = _start(tmp_path, "experiments.bounds", "with", "profile=tiny", "jobs=2")
+    _wait_for(lambda: _claims_done(tmp_path), proc)
+    _, workers = _stop(proc, signal.SIGKILL, group=False)
+    assert workers and proc.returncode == -signal.SIGKILL
+    _no_worker_left(workers)
+    assert json.loads((tmp_path / "runs/1/run.json").read_text())["status"] == "RUNNING"
