@@ -114,7 +114,8 @@ class FileRuns:
     def load_runs(self) -> list[RunView]:
         from paper_figures.records import find_runs
 
-        return [self._view(rec) for rec in find_runs(self.root)]
+        self.unreadable: list[tuple[Path, str]] = []
+        return [self._view(rec) for rec in find_runs(self.root, self.unreadable)]
 
     def load_run(self, run_id: str) -> RunView | None:
         view = next((v for v in self.load_runs() if v.run_id == run_id), None)
@@ -416,6 +417,9 @@ def _one(store: Any, run_id: str) -> RunView:
             f"run {run_id} is ambiguous in {store.where}: one of {', '.join(err.choices)}"
         ) from None
     if run is None:
+        bad = dict((p.name, why) for p, why in getattr(store, "unreadable", []))
+        if run_id in bad:
+            raise _Stop(f"run {run_id} in {store.where} is unreadable: {bad[run_id]}")
         raise _Stop(f"no run {run_id} in {store.where}")
     return run
 
@@ -474,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.status:
                     runs = [r for r in runs if r.status.lower() == args.status.lower()]
                 text = format_list(runs)
+                for folder, why in getattr(store, "unreadable", []):  # listed, not hidden
+                    text += f"\nUNREADABLE {folder}: {why}"
             elif args.command == "show":
                 text = format_show(_one(store, args.run_id))
             else:

@@ -34,6 +34,7 @@ from experiments.wandb_forwarder import WandbForwarder
 from gessl.cli import Preempted, exit_status, preemption_handled
 
 __all__ = [
+    "AtomicFileStorageObserver",
     "add_text_artifacts",
     "default_runs_dir",
     "main_entry",
@@ -222,6 +223,24 @@ def make_experiment(name: str) -> Experiment:
     return ex
 
 
+class AtomicFileStorageObserver(FileStorageObserver):
+    """Sacred's file observer with its JSON files (``run.json``, ``config.json``,
+    ``info.json``, ``metrics.json``) replaced atomically: Sacred rewrites them in place, so a
+    full disk or a crash mid-write left a truncated ``run.json`` and the record vanished from
+    every listing; here the previous version stays whole."""
+
+    def save_json(self, obj: Any, filename: str) -> None:
+        import json
+
+        from sacred.serializer import flatten
+
+        data = flatten(obj)
+        _replace_atomically(
+            os.path.join(self.dir, filename),
+            lambda fh: json.dump(data, fh, sort_keys=True, indent=2),
+        )
+
+
 @contextmanager
 def observers_attached(
     ex: Experiment, runs_dir: str | None = None, wandb: bool = True, store: Any = None
@@ -229,7 +248,7 @@ def observers_attached(
     """Attach the file observer (the database observer of an open ``store`` from
     :func:`open_record_store`, and the W&B forwarder) for the duration of one run."""
     runs_dir = runs_dir or default_runs_dir()
-    added: list[Any] = [FileStorageObserver(runs_dir)]
+    added: list[Any] = [AtomicFileStorageObserver(runs_dir)]
     if store is not None:
         added.append(store.observer(runs_dir))
     if wandb:
@@ -339,15 +358,25 @@ def record_dir(run: Any) -> str | None:
 
 def write_json_atomic(path: str, obj: Any) -> None:
     """Write ``obj`` as JSON to ``path`` through a temporary file and ``os.replace``: a reader
-    (or a crash, SIGKILL included) sees the old file or the new one, never half of one."""
+    (or a crash, SIGKILL included, or a full disk) sees the old file or the new one, never half
+    of one."""
     import json
+
+    _replace_atomically(path, lambda fh: json.dump(obj, fh, indent=1))
+
+
+def _replace_atomically(path: str, write: Callable[[Any], None]) -> None:
+    """``write(fh)`` into a temporary file beside ``path``, flushed to the disk, then renamed
+    over ``path``: a full disk or a crash leaves the previous version whole."""
     import tempfile
 
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     skipped: list[Skipped] = []
     built: dict[str, list[Path]] = {}
+    unreadable: list[tuple[Path, str]] = []
+    find_runs(args.runs, unreadable)
+    for folder, reason in unreadable:  # named once, and left out of every output
+        print(f"skipped record {folder}: {reason}", file=sys.stderr)
     for name in names:
         runs = find_runs(args.runs)
         try:

@@ -71,17 +71,45 @@ def read_json(path: Path) -> Any:
         return None
 
 
-def find_runs(runs_dir: str | Path) -> list[RunRecord]:
-    """Every readable run under ``runs_dir`` (ids are the numeric folder names)."""
+def _read_run(d: Path) -> tuple[dict[str, Any], str | None]:
+    """The record's ``run.json`` in folder ``d``, and why the record cannot be read (``None``:
+    it can)."""
+    path = d / "run.json"
+    if not path.is_file():
+        return {}, "no run.json (a run that never started, or one being created)"
+    try:
+        run = json.loads(path.read_text())
+    except OSError as err:
+        return {}, f"run.json cannot be read ({err.strerror or err})"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}, "run.json is not valid JSON (truncated?)"
+    if not isinstance(run, dict):
+        return {}, f"run.json holds a JSON {type(run).__name__}, not an object"
+    if not isinstance(run.get("experiment", {}), dict):
+        return {}, "run.json: 'experiment' is not an object"
+    for name in ("config.json", "info.json"):
+        if (d / name).is_file() and not isinstance(read_json(d / name), dict | None):
+            return {}, f"{name} is not a JSON object"
+    return run, None
+
+
+def find_runs(
+    runs_dir: str | Path, skipped: list[tuple[Path, str]] | None = None
+) -> list[RunRecord]:
+    """Every readable run under ``runs_dir`` (ids are the numeric folder names); each record
+    that cannot be read is left out, and, with ``skipped``, appended to it as ``(folder,
+    reason)``."""
     root = Path(runs_dir)
-    out = []
+    out: list[RunRecord] = []
     if not root.is_dir():
         return out
     for d in sorted(
         (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
     ):
-        run = read_json(d / "run.json")
-        if not isinstance(run, dict):
+        run, reason = _read_run(d)
+        if reason is not None:
+            if skipped is not None:
+                skipped.append((d, reason))
             continue
         out.append(
             RunRecord(
