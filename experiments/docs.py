@@ -297,6 +297,15 @@ def experiments_markdown() -> str:
         "`print_config`, and find each run's record under `runs/<id>/` (or `$GESSL_RUNS_DIR`). "
         "The defaults and comments below are read from the config functions themselves.",
         "",
+        "The whole configuration is checked before a run or a record exists; a bad value is one "
+        "line, `error: <key>: <what is wrong> (allowed: …)`, exit status 2. A key the "
+        "experiment does not have is named as such, with the closest one it has (`did you "
+        "mean`), before any value is judged; so is a misspelt claim, method, dataset, encoder "
+        "or critic. `seed` is refused by the experiments that do not use it (`gessl_map`, "
+        "`study`, `ablation`, `benchmark`: their seeds are their own keys), seeds lie in "
+        "[0, 2³²), numbers must be finite, and `jobs` above the usable cores prints one warning "
+        "line with the memory the workers will take.",
+        "",
     ]
     out += [f"- [`python -m experiments.{name}`](#{name})" for name in EXPERIMENTS]
     for name in EXPERIMENTS:

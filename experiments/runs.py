@@ -424,6 +424,10 @@ def _one(store: Any, run_id: str) -> RunView:
     return run
 
 
+#: the statuses a record can have: Sacred's, and STALE (a RUNNING record whose process died)
+STATUSES = ("COMPLETED", "FAILED", "INTERRUPTED", "RUNNING", "STALE", "QUEUED", "TIMEOUT")
+
+
 def build_parser() -> argparse.ArgumentParser:
     where = argparse.ArgumentParser(add_help=False)
     group = where.add_argument_group("where the runs come from (--db wins over --runs)")
@@ -444,7 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
         "list", parents=[where], help="a table of runs", epilog=EXIT_CODES, formatter_class=fmt
     )
     ls.add_argument("--experiment", metavar="NAME", help="only this experiment")
-    ls.add_argument("--status", metavar="STATUS", help="only this status (e.g. completed)")
+    ls.add_argument(
+        "--status",
+        metavar="STATUS",
+        type=str.upper,
+        choices=STATUSES,
+        help=f"only this status, any case ({', '.join(s.lower() for s in STATUSES)})",
+    )
     show = sub.add_parser(
         "show",
         parents=[where],

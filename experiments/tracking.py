@@ -215,12 +215,33 @@ def make_experiment(name: str) -> Experiment:
 
     @ex.config_hook
     def _validate(config: dict, command_name: str, logger: Any) -> dict:
-        from experiments.validation import validate
+        from experiments.validation import UsageError, validate
 
+        known = declared_keys(ex) | {"seed"}
+        for key in sorted(config):  # before any value check: a key it does not have is named
+            if key not in known:
+                raise UsageError(unknown_key(ex, key))
         validate(name, config)
         return {}
 
     return ex
+
+
+def declared_keys(ex: Experiment) -> set[str]:
+    """The configuration keys ``ex``'s config functions declare (Sacred adds ``seed`` to every
+    experiment; it is here only where declared)."""
+    return {k for scope in ex.configurations for k in scope()}
+
+
+def unknown_key(ex: Experiment, key: str) -> str:
+    """The one-line message for a configuration key ``ex`` does not have: the closest key it
+    has, and all of them."""
+    import difflib
+
+    known = sorted(declared_keys(ex) | {"seed"})
+    close = difflib.get_close_matches(key.split(".")[0], known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown configuration key {key!r} ({hint}allowed: {', '.join(known)})"
 
 
 class AtomicFileStorageObserver(FileStorageObserver):
@@ -439,6 +460,13 @@ def _run_cli(ex: Experiment, argv: list[str]) -> Any:
     except Exception as parse_err:  # a malformed `with` value
         print(f"error: {parse_err}", file=sys.stderr)
         sys.exit(2)
+    if "seed" in config_updates and "seed" not in declared_keys(ex):
+        print(
+            f"error: seed: python -m experiments.{ex.path} has no seed (its runs are seeded "
+            "by its own settings); it would be recorded and ignored",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     set_progress(None)
     try:
         return ex.run(cmd_name, config_updates, named_configs, info={}, meta_info={}, options=args)
@@ -453,17 +481,8 @@ def _run_cli(ex: Experiment, argv: list[str]) -> Any:
             sys.exit(2)
         _report_failure(raise_failure, args, short_usage)
     except ConfigAddedError as added:
-        import difflib
-
-        known = sorted({k for scope in ex.configurations for k in scope()} - {"seed"} | {"seed"})
         for key in sorted(getattr(added, "__conflicting_configs__", ())):
-            top = key.split(".")[0]
-            close = difflib.get_close_matches(top, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            print(
-                f"error: unknown configuration key {key!r} ({hint}allowed: {', '.join(known)})",
-                file=sys.stderr,
-            )
+            print(f"error: {unknown_key(ex, key)}", file=sys.stderr)
             break
         sys.exit(2)
     except KeyboardInterrupt as stop:

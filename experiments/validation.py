@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -45,10 +46,20 @@ def _allowed(values: Iterable[Any]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+def _unknown(key: str, value: Any, allowed: list[Any]) -> UsageError:
+    """``<key>: unknown value …`` with the closest allowed value, if one is close."""
+    import difflib
+
+    names = [str(a) for a in allowed]
+    close = difflib.get_close_matches(str(value), names, n=1) if isinstance(value, str) else []
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return UsageError(f"{key}: unknown value {value!r} ({hint}allowed: {_allowed(allowed)})")
+
+
 def check_choice(key: str, value: Any, allowed: Iterable[Any]) -> None:
     allowed = list(allowed)
     if value not in allowed:
-        raise UsageError(f"{key}: unknown value {value!r} (allowed: {_allowed(allowed)})")
+        raise _unknown(key, value, allowed)
 
 
 def check_choices(key: str, values: Any, allowed: Iterable[Any], empty: bool = True) -> None:
@@ -60,7 +71,7 @@ def check_choices(key: str, values: Any, allowed: Iterable[Any], empty: bool = T
         raise UsageError(f"{key}: expected at least one value (allowed: {_allowed(allowed)})")
     for v in values:
         if v not in allowed:
-            raise UsageError(f"{key}: unknown value {v!r} (allowed: {_allowed(allowed)})")
+            raise _unknown(key, v, allowed)
 
 
 def check_int(key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> None:
@@ -75,6 +86,8 @@ def check_int(key: str, value: Any, minimum: int | None = None, maximum: int | N
 def check_number(key: str, value: Any, gt: float | None = None, ge: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
         raise UsageError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise UsageError(f"{key}: expected a finite number, got {value!r}")
     if gt is not None and not value > gt:
         raise UsageError(f"{key}: must be > {gt:g}, got {value!r}")
     if ge is not None and not value >= ge:
@@ -137,6 +150,11 @@ def check_gessl(key: str, options: Any, **extra: Any) -> None:
 
     fields = [f.name for f in dataclasses.fields(GeSSLConfig)]
     check_keys(key, options, fields)
+    defaults = GeSSLConfig()
+    for name, value in options.items():  # a number where the config has one, before building
+        default = getattr(defaults, name)
+        if isinstance(default, int | float) and not isinstance(default, bool):
+            check_number(f"{key}.{name}", value)
     try:
         GeSSLConfig(**{**extra, **options})
     except (TypeError, ValueError) as err:
@@ -205,8 +223,8 @@ def check_device_key(key: str, value: Any) -> None:
 def _shared(config: Mapping[str, Any]) -> None:
     """The keys several experiments share, checked wherever they appear."""
     c = config
-    if "seed" in c:
-        check_int("seed", c["seed"])
+    if "seed" in c:  # numpy's generators take seeds in [0, 2**32)
+        check_int("seed", c["seed"], 0, 2**32 - 1)
     if "method" in c:
         check_choice("method", c["method"], _methods())
         if "method_options" in c:
@@ -255,6 +273,7 @@ def _shared(config: Mapping[str, Any]) -> None:
         check_int("checkpoint_every", c["checkpoint_every"], 0)
     if "jobs" in c:
         check_int("jobs", c["jobs"], 0)
+        _warn_jobs(c["jobs"])
     if "device" in c:
         check_device_key("device", c["device"])
     if "precision" in c:
@@ -264,6 +283,26 @@ def _shared(config: Mapping[str, Any]) -> None:
     for key in ("figures", "strict", "memory", "bounds_end_to_end"):
         if key in c:
             check_bool(key, c[key])
+
+
+#: the resident memory of one worker process (torch and the suite imported, one check running)
+WORKER_MB = 420
+
+
+def _warn_jobs(jobs: int) -> None:
+    """One warning line when ``jobs`` asks for more workers than this process has cores."""
+    import sys
+
+    from experiments.parallel import default_jobs
+
+    cores = default_jobs()
+    if jobs > cores:
+        print(
+            f"warning: jobs={jobs} on {cores} usable core{'s' if cores != 1 else ''}: the workers "
+            f"share them (no faster) and take about {jobs * WORKER_MB / 1024:.1f} GiB "
+            f"({WORKER_MB} MB each); jobs=0 uses one per core",
+            file=sys.stderr,
+        )
 
 
 def validate(experiment: str, config: Mapping[str, Any]) -> None:

@@ -103,6 +103,19 @@ def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
         ("experiments.ablation", "parameter=nope", "parameter: unknown value 'nope'"),
         ("experiments.study", "profile=huge", "profile: unknown value 'huge'"),
         ("experiments.benchmark", "methods=['nope']", "methods: unknown value 'nope'"),
+        # values that passed validation and failed later, and misleading messages
+        ("experiments.pretrain", "seed=4294967296", "seed: must be <= 4294967295, got 4294967296"),
+        ("experiments.bounds", "seed=-1", "seed: must be >= 0, got -1"),
+        ("experiments.pretrain", "outer_lr=1e999", "outer_lr: expected a finite number, got inf"),
+        ("experiments.pretrain", "gessl.inner_lr=abc", "gessl.inner_lr: expected a number, got"),
+        ("experiments.gessl_map", "seed=3", "seed: python -m experiments.gessl_map has no seed"),
+        ("experiments.bounds", "precision=fp16", "unknown configuration key 'precision' ("),
+        (
+            "experiments.bounds",
+            "claims=['sigma_acuracy_bound']",
+            "claims: unknown value 'sigma_acuracy_bound' (did you mean 'sigma_accuracy_bound'?",
+        ),
+        ("experiments.pretrain", "method=simclrr", "(did you mean 'simclr'? allowed: "),
     ],
 )
 def test_usage_error_is_one_line_exit_2_and_leaves_nothing(tmp_path, module, setting, message):
@@ -300,3 +313,37 @@ def test_a_reproduction_verdict_is_shown_and_kept_only_once_final(tmp_path):
         assert c["verdict"] != "provisional" and "provisional_verdict" not in c
         assert f"{c['claim_id']}: {c['verdict']}" in line
         assert c["details"]["holm"]["provisional"] is False
+
+
+def test_more_jobs_than_cores_is_one_warning_line(tmp_path):
+    from experiments.parallel import default_jobs
+
+    jobs = default_jobs() + 2
+    proc = _run(
+        tmp_path, "experiments.bounds", "with", "claims=['collapse_values']", f"jobs={jobs}"
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: jobs=")]
+    assert warnings == [
+        f"warning: jobs={jobs} on {default_jobs()} usable core{'s' if default_jobs() != 1 else ''}"
+        f": the workers share them (no faster) and take about {jobs * 420 / 1024:.1f} GiB "
+        "(420 MB each); jobs=0 uses one per core"
+    ]
+
+
+def test_runs_list_refuses_an_unknown_status(tmp_path):
+    (tmp_path / "runs").mkdir()
+    proc = _run(
+        tmp_path, "experiments.runs", "list", "--status", "BOGUS", "--runs", str(tmp_path / "runs")
+    )
+    assert proc.returncode == 2 and "invalid choice: 'BOGUS'" in proc.stderr
+    ok = _run(
+        tmp_path,
+        "experiments.runs",
+        "list",
+        "--status",
+        "completed",
+        "--runs",
+        str(tmp_path / "runs"),
+    )
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("0 runs")
