@@ -45,6 +45,7 @@ exit status:
   0  ok
   2  usage error, unknown run id, no runs folder, unreachable database, or SQLAlchemy/psycopg
      missing (pip install 'gessl-lab[db]')
+  3    the environment failed (a folder that cannot be read or written)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM); 129 hung up (SIGHUP)
 """
 

@@ -31,7 +31,7 @@ with warnings.catch_warnings():  # sacred 0.8.7 imports pkg_resources (deprecate
     from sacred.utils import apply_backspaces_and_linefeeds
 
 from experiments.wandb_forwarder import WandbForwarder
-from gessl.cli import Preempted, exit_status, preemption_handled
+from gessl.cli import ENVIRONMENT, Preempted, environment_error, exit_status, preemption_handled
 
 __all__ = [
     "AtomicFileStorageObserver",
@@ -152,7 +152,8 @@ inconclusive); 1 the run failed (bounds: a theorem claim is violated or a check 
 --sql database — reported in one line before any record exists; 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM: a scheduler's preemption or time limit, `kill`), 129 hung up (SIGHUP:
 the terminal closed): the workers are stopped, the finished work kept and the record kept as
-INTERRUPTED, naming the signal."""
+INTERRUPTED, naming the signal; 3 the environment failed — a runs folder that cannot be
+written, a full disk, a missing data folder — in one line naming the path."""
 
 
 #: the project's packages: their modules are saved as sources of every record
@@ -225,6 +226,27 @@ def make_experiment(name: str) -> Experiment:
         return {}
 
     return ex
+
+
+def check_writable(folder: str) -> None:
+    """Create ``folder`` if needed and write (then remove) a small file in it: an
+    :class:`OSError` names what fails — not a folder, no permission, a read-only or full disk —
+    before a run starts."""
+    import errno
+    import tempfile
+
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
+    os.makedirs(folder, exist_ok=True)
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        if err.filename:
+            raise
+        raise OSError(err.errno, err.strerror, folder) from None  # name the folder
 
 
 def declared_keys(ex: Experiment) -> set[str]:
@@ -493,6 +515,17 @@ def _run_cli(ex: Experiment, argv: list[str]) -> Any:
         msg += f"; record {record} (INTERRUPTED)" if record else "; no record was written"
         print(msg, file=sys.stderr)
         sys.exit(exit_status(stop))
+    except OSError as env_err:  # the disk, a folder, a permission: not the run's settings
+        if args.get("--debug"):
+            raise
+        record = record_dir(ex.current_run) if ex.current_run is not None else None
+        kept = (
+            f"record {record} (FAILED)"
+            if record and os.path.isfile(os.path.join(record, "run.json"))
+            else "no record was written"
+        )
+        print(f"error: {environment_error(env_err)}; {kept}", file=sys.stderr)
+        sys.exit(ENVIRONMENT)
     except Exception as run_err:
         _report_failure(run_err, args, short_usage)
 
@@ -534,6 +567,11 @@ def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) ->
     if is_run:
         store = None
         if not {"-u", "--unobserved"} & set(args):
+            try:  # the runs folder must take a record: else one line, exit 3, nothing written
+                check_writable(default_runs_dir())
+            except OSError as err:
+                print(f"error: runs folder: {environment_error(err)}", file=sys.stderr)
+                sys.exit(ENVIRONMENT)
             from experiments.records_db import DatabaseUnavailable
 
             try:

@@ -1,5 +1,5 @@
 """The exit-status convention shared by the project's commands: Ctrl-C exits 130, SIGTERM 143
-and SIGHUP 129, each with one line.
+and SIGHUP 129, a failure of the environment (an operating-system error) 3, each with one line.
 
 SIGTERM is what a scheduler (SLURM, Kubernetes, systemd) sends on preemption or at a time limit,
 and what ``kill`` sends; SIGHUP is what a closed terminal sends to its processes. Within
@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Preempted", "exit_status", "preemption_handled", "run_main"]
+__all__ = [
+    "ENVIRONMENT",
+    "Preempted",
+    "environment_error",
+    "exit_status",
+    "preemption_handled",
+    "run_main",
+]
 
 
 class Preempted(KeyboardInterrupt):
@@ -56,12 +63,28 @@ def preemption_handled() -> Iterator[None]:
             signal.signal(s, old)
 
 
+#: the exit status of a failure of the environment (a folder that cannot be written, a full
+#: disk, a missing data folder): not a usage error (2), not a finding (1)
+ENVIRONMENT = 3
+
+
+def environment_error(err: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path."""
+    what = err.strerror or str(err) or type(err).__name__
+    paths = [p for p in (err.filename, getattr(err, "filename2", None)) if p]
+    return f"{what}: {' → '.join(str(p) for p in paths)}" if paths else what
+
+
 def run_main(main: Callable[[], int], interrupted: str) -> None:
     """``sys.exit(main())``; Ctrl-C prints ``interrupted; <interrupted>`` and exits 130, SIGTERM
-    and SIGHUP ``interrupted by SIGTERM; <interrupted>`` and exit 143 / 129."""
+    and SIGHUP ``interrupted by SIGTERM; <interrupted>`` and exit 143 / 129; an
+    operating-system error (a folder that cannot be written, a full disk) one line and exit 3."""
     try:
         with preemption_handled():
             sys.exit(main())
+    except OSError as err:
+        print(f"error: {environment_error(err)}", file=sys.stderr)
+        sys.exit(ENVIRONMENT)
     except KeyboardInterrupt as stop:
         by = f" by {stop.args[0]}" if isinstance(stop, Preempted) else ""
         print(f"interrupted{by}; {interrupted}", file=sys.stderr)

@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n")[0],
         epilog="exit status: 0 built (missing records are listed); 1 an output named with --only "
         "could not be built; 2 usage error (bad option, --runs folder missing); 130 interrupted "
-        "(Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP)",
+        "(Ctrl-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP); 3 the --out folder cannot be "
+        "written (one line naming the path)",
     )
     p.add_argument(
         "--runs",

@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
         + "; ".join(f"{k}: {v}" for k, v in PROPERTIES.items())
         + f". dtypes: {', '.join(DTYPES)}. Exit status: 0 every property holds, 1 one is "
         "falsified (or could not be run), 2 usage or card error, 130 interrupted (Ctrl-C), 143 "
-        "terminated (SIGTERM), 129 hung up (SIGHUP).",
+        "terminated (SIGTERM), 129 hung up (SIGHUP), 3 the environment failed (a folder, a "
+        "disk).",
     )
     p.add_argument("target", help="the loss, as 'package.module:function'")
     p.add_argument(
