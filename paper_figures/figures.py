@@ -8,6 +8,7 @@ command that produces its input. Every output names its sources (run ids) in a s
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from paper_figures.panels import MEASURED_COLORS, STYLE, VERDICT_COLORS, plot_claim
-from paper_figures.records import RunRecord, latest
+from paper_figures.records import RunRecord, claim_coverage, latest
 
 __all__ = ["BUILDERS", "COMMANDS", "MissingRecord", "build"]
 
@@ -91,10 +92,17 @@ def save_tables(
 
 # ------------------------------------------------------------------------------------ builders
 def _bounds_records(runs: list[RunRecord]) -> tuple[RunRecord, list[dict[str, Any]]]:
+    """The latest completed ``bounds`` run with its claim records; when it did not check every
+    registered claim, one line on stderr says which it left out and where each was last
+    checked (:func:`paper_figures.records.claim_coverage`)."""
     run = latest(runs, "bounds", lambda r: r.artifact("claims.json").is_file())
     if run is None:
         raise MissingRecord("claims")
-    return run, json.loads(run.artifact("claims.json").read_text())["claims"]
+    records = json.loads(run.artifact("claims.json").read_text())["claims"]
+    line = claim_coverage(runs, run, [str(r.get("claim_id")) for r in records]).line()
+    if line:
+        print(f"note: {line}", file=sys.stderr)
+    return run, records
 
 
 def claims(runs: list[RunRecord], out: Path) -> list[Path]:

@@ -34,7 +34,7 @@ from typing import Any
 
 from paper_figures.figures import COMMANDS
 from paper_figures.panels import FLOOR_FALLBACK, LEVELS, VERDICT_COLORS
-from paper_figures.records import RunRecord, latest, read_json
+from paper_figures.records import RunRecord, claim_coverage, latest, read_json
 
 __all__ = ["MAX_EMBED_BYTES", "Skipped", "render_report", "write_report"]
 
@@ -415,6 +415,25 @@ def verdict_section(runs: Sequence[RunRecord], runs_dir: str) -> str:
         meta += " <b>The run was interrupted: only the claims checked before it stopped.</b>"
     if complete is None:
         meta += " Rebuilt from <code>info.json</code> (no <code>claims.json</code> artifact)."
+    cover = claim_coverage(list(runs), run, [str(r.get("claim_id")) for r in records])
+    if cover.elsewhere:
+        items = "".join(
+            f"<li><code>{esc(cid)}</code>: "
+            + (
+                "no completed run checked it"
+                if got is None
+                else f"{verdict_cell(got[1])} in run {esc(got[0])} ({esc(got[2])} profile)"
+            )
+            + "</li>"
+            for cid, got in cover.elsewhere.items()
+        )
+        coverage = (
+            f'<div class="coverage"><p><b>This run checked {cover.checked} of the '
+            f"{cover.registered} registered claims.</b> Not in it, with the latest verdict "
+            f"another completed run reached:</p><ul>{items}</ul></div>"
+        )
+    else:
+        coverage = ""
     overview = (
         f'<a href="#theorem-claims">{len(theorems)} theorem claims</a> {tally(theorems)}'
         f' &nbsp;·&nbsp; <a href="#reproduction-claims">{len(repro)} reproduction claims</a> '
@@ -423,6 +442,7 @@ def verdict_section(runs: Sequence[RunRecord], runs_dir: str) -> str:
     parts = [
         '<section id="verdicts"><h2>Claim verdicts</h2>',
         f'<p class="meta">{meta}</p>',
+        coverage,
         f'<p class="overview">{overview}</p>',
         f'<h3 id="theorem-claims">Theorem claims <span class="count">({len(theorems)})</span></h3>',
         f'<p class="tally">{tally(theorems)}</p>',

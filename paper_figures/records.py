@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STALE_AFTER", "RunRecord", "find_runs", "latest", "live_status", "read_json"]
+__all__ = [
+    "STALE_AFTER",
+    "Coverage",
+    "RunRecord",
+    "claim_coverage",
+    "find_runs",
+    "latest",
+    "live_status",
+    "read_json",
+]
 
 #: seconds without a heartbeat after which a RUNNING record counts as dead (``STALE``); Sacred
 #: beats every 10 s. ``$GESSL_STALE_AFTER`` overrides it.
@@ -138,3 +147,56 @@ def latest(
         if r.experiment == experiment and r.status == "COMPLETED" and (where is None or where(r))
     ]
     return max(done, key=lambda r: (r.start_time, int(r.run_id)), default=None)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which registered claims a ``bounds`` run checked, and, for each one it did not, the
+    latest verdict a completed ``bounds`` run of the folder reached (``None``: none did)."""
+
+    run_id: str
+    checked: int
+    registered: int
+    elsewhere: dict[str, tuple[str, str, str] | None]  # claim → (run id, verdict, profile)
+
+    def line(self) -> str:
+        """One plain sentence (empty when the run checked every registered claim)."""
+        if not self.elsewhere:
+            return ""
+        parts = [
+            f"{cid} (no completed run checked it)"
+            if got is None
+            else f"{cid} ({got[1]} in run {got[0]}, {got[2]} profile)"
+            for cid, got in self.elsewhere.items()
+        ]
+        return (
+            f"run {self.run_id} checked {self.checked} of the {self.registered} registered claims; "
+            f"not in it: {'; '.join(parts)}"
+        )
+
+
+def claim_coverage(runs: list[RunRecord], run: RunRecord, checked: list[str]) -> Coverage:
+    """:class:`Coverage` of ``run`` (whose records name the claims in ``checked``) among the
+    claims registered now (:func:`theory.claims.all_claims`), with the latest verdict of each
+    missing claim in the other completed ``bounds`` runs of ``runs`` (newest first)."""
+    from theory.claims import all_claims
+
+    registered = [c.id for c in all_claims()]
+    missing = [c for c in registered if c not in set(checked)]
+    others = sorted(
+        (r for r in runs if r.experiment == "bounds" and r.status == "COMPLETED" and r is not run),
+        key=lambda r: (r.start_time, int(r.run_id)),
+        reverse=True,
+    )
+    found: dict[str, tuple[str, str, str] | None] = {c: None for c in missing}
+    for other in others:
+        if all(v is not None for v in found.values()):
+            break
+        data = read_json(other.artifact("claims.json"))
+        if not isinstance(data, dict) or not data.get("complete", True):
+            continue
+        for rec in data.get("claims", []):
+            cid = rec.get("claim_id") if isinstance(rec, dict) else None
+            if cid in found and found[cid] is None and rec.get("verdict") != "provisional":
+                found[cid] = (other.run_id, str(rec.get("verdict")), str(data.get("profile", "?")))
+    return Coverage(run.run_id, len(set(checked) & set(registered)), len(registered), found)

@@ -391,3 +391,46 @@ def test_a_real_browser_renders_the_page_without_overflow(report, tmp_path):
     colors = img.getcolors(maxcolors=1 << 20)
     assert colors is None or len(colors) > 200, "the screenshot is (nearly) blank"
     assert shot.stat().st_size > 50_000
+
+
+def test_a_run_of_some_claims_says_which_it_left_out_and_where_each_was_last_checked(tmp_path):
+    """The report and the claim figures read the latest bounds run; when it checked only some of
+    the registered claims, both say so, with each missing claim's latest verdict elsewhere."""
+    from theory.claims import all_claims
+
+    registered = [c.id for c in all_claims()]
+    root = tmp_path / "runs"
+
+    def rec(cid: str, verdict: str) -> dict:
+        return {**_rate, "claim_id": cid, "verdict": verdict, "kind": "exact"}
+
+    def bounds(run_id: int, profile: str, complete: bool, claims: list, status="COMPLETED"):
+        saved = {"profile": profile, "complete": complete, "claims": claims}
+        _run(root, run_id, "bounds", {"profile": profile, "seed": 0}, status=status,
+             artifacts={"claims.json": saved})  # fmt: skip
+
+    bounds(1, "quick", True, [rec("infonce_mi_bound", "holds"), rec("collapse_values", "violated")])
+    # an interrupted run is never read for the missing claims
+    bounds(2, "quick", False, [rec("barlow_stepwise", "violated")], status="INTERRUPTED")
+    bounds(3, "tiny", True, [rec("collapse_values", "holds")])
+    runs = find_runs(root)
+    page = render_report(runs, str(root), {}, [])
+    block = re.search(r'<div class="coverage">.*?</div>', page, re.S)
+    assert block, "no coverage note"
+    note = block.group(0)
+    assert f"This run checked 1 of the {len(registered)} registered claims." in note
+    assert "<code>infonce_mi_bound</code>: " in note and "in run 1 (quick profile)" in note
+    assert "<code>collapse_values</code>" not in note  # it is in the run
+    item = re.search(r"<li><code>barlow_stepwise</code>: (.*?)</li>", note).group(1)
+    assert item == "no completed run checked it"
+    assert note.count("<li>") == len(registered) - 1
+    out = subprocess.run(
+        [sys.executable, "-m", "paper_figures", "--runs", str(root), "--out",
+         str(tmp_path / "figs"), "--only", "claims_summary"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stderr.splitlines() if ln.startswith("note: run 3 checked"))
+    assert f"run 3 checked 1 of the {len(registered)} registered claims; not in it: " in line
+    assert "infonce_mi_bound (holds in run 1, quick profile)" in line
+    assert "barlow_stepwise (no completed run checked it)" in line
