@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="report the first falsifying example found, without minimising it",
     )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds one example may take before the property is reported TIMEOUT (default: "
+        "the card's timeout, 60)",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -48,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.max_examples is not None and args.max_examples < 1:
         return _error("--max-examples must be >= 1")
+    if args.timeout is not None and not args.timeout > 0:
+        return _error("--timeout must be > 0 seconds")
     card: PropertyCard | None = None
     card_path = args.card
     if card_path:  # read first: a malformed card is reported before the loss (and torch) loads
@@ -81,7 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_examples=args.max_examples,
             seed=args.seed,
             shrink=not args.no_shrink,
+            timeout=args.timeout,
         )
+    except KeyboardInterrupt as stop:  # the properties decided before it are still reported
+        partial = getattr(stop, "report", None)
+        if partial is not None:
+            print(partial.to_json() if args.json else partial.format())
+            print(
+                f"({len(partial.results)} of {stop.planned} property runs decided before the "
+                "interruption)"
+            )
+        raise
     except CardError as err:
         return _error(err.source or card_path, err.message)
     except ValueError as err:  # --only names an undeclared property
@@ -93,4 +111,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     from gessl.cli import run_main
 
-    run_main(main, "the properties checked so far are not reported")
+    run_main(main, "the properties decided before it are reported above")

@@ -22,6 +22,8 @@ names; ``gradcheck`` always runs in float64 (finite differences need it). Exampl
     [options]
     critic = "cosine"
 
+    [init]                 # a loss class only: its constructor's options
+
     [sweep]                # drawn per example; float bounds -> floats, int bounds -> integers
     temperature = [0.05, 2.0]
 
@@ -151,6 +153,15 @@ def expression_names(expr: str | float) -> set[str]:
     }
 
 
+class _Floats(ast.NodeTransformer):
+    """Integer literals as floats."""
+
+    def visit_Constant(self, node: ast.Constant) -> ast.Constant:
+        if isinstance(node.value, int) and not isinstance(node.value, bool):
+            return ast.copy_location(ast.Constant(float(node.value)), node)
+        return node
+
+
 def evaluate(expr: str | float, variables: Mapping[str, Any]) -> float:
     """Evaluate a card expression (or pass a number through) with the given variables."""
     if isinstance(expr, (int, float)) and not isinstance(expr, bool):
@@ -168,10 +179,14 @@ def evaluate(expr: str | float, variables: Mapping[str, Any]) -> float:
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id not in names:
             raise CardError(f"expression {expr!r} uses unknown variable {node.id!r}")
+    # in floating point throughout: an integer power tower (N**N**N**N, 9**9**9) overflows at
+    # once instead of growing a Python integer without bound (time and memory)
+    tree = ast.fix_missing_locations(_Floats().visit(tree))
+    names = {k: float(v) if isinstance(v, int) else v for k, v in names.items()}
     try:
         value = float(eval(compile(tree, "<card>", "eval"), {"__builtins__": {}}, names))
-    except (ArithmeticError, ValueError, TypeError) as err:
-        raise CardError(f"cannot evaluate {expr!r}: {err}") from None
+    except (ArithmeticError, ValueError, TypeError, MemoryError, RecursionError) as err:
+        raise CardError(f"cannot evaluate {expr!r}: {type(err).__name__}: {err}") from None
     if math.isnan(value):
         raise CardError(f"expression {expr!r} evaluates to nan")
     return value
@@ -198,6 +213,9 @@ class PropertyCard:
         name: a label for reports.
         properties: declared property names (keys of :data:`PROPERTIES`).
         options: keyword options passed to the loss on every call.
+        init: for a loss *class* (a ``torch.nn.Module`` called as ``loss(z1, z2)``), the
+            options of its constructor; an option of ``options`` or ``sweep`` that the
+            constructor takes is passed to it too (a fresh module per call).
         sweep: option name -> (low, high), drawn per example (ints give integers); ``stability``
             evaluates the loss at the corners of this box instead.
         property_options: property name -> options that override ``options`` for that property
@@ -216,6 +234,9 @@ class PropertyCard:
         rtol, atol: tolerance of every equality and inequality in float64; in a lower precision
             each is widened to at least ``1000 * eps`` of that dtype (1.2e-4 in float32).
         max_examples: hypothesis examples per property.
+        timeout: seconds one example may take (the loss's calls and the property's checks);
+            beyond it the property is reported ``timeout`` with that example (the limit needs
+            SIGALRM: POSIX, main thread).
         conditioning: minimum row norm and per-feature std of drawn embeddings, keeping examples
             away from the singular points of cosine similarity and batch standardisation.
         dtypes: ``None`` (each property's default, :data:`DEFAULT_DTYPES`), a list of
@@ -226,6 +247,7 @@ class PropertyCard:
     name: str
     properties: tuple[str, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
+    init: Mapping[str, Any] = field(default_factory=dict)
     sweep: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     property_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     range: tuple[str, str] | None = None
@@ -239,6 +261,7 @@ class PropertyCard:
     atol: float = 1e-10
     max_examples: int = 30
     conditioning: float = 0.25
+    timeout: float = 60.0
     dtypes: tuple[str, ...] | Mapping[str, tuple[str, ...]] | None = None
 
     def __post_init__(self) -> None:
@@ -258,7 +281,7 @@ class PropertyCard:
         if not _names(self.differentiable):
             fail("differentiable must be a list of input names")
         object.__setattr__(self, "differentiable", tuple(self.differentiable))
-        for key in ("options", "sweep", "property_options", "extra_inputs"):
+        for key in ("options", "init", "sweep", "property_options", "extra_inputs"):
             if not isinstance(getattr(self, key), Mapping):
                 fail(f"{key} must be a table")
         # ---------------------------------------------------------------- expressions
@@ -302,6 +325,8 @@ class PropertyCard:
             val = getattr(self, key)
             if not _is_number(val) or not math.isfinite(val) or val < 0:
                 fail(f"{key} must be a finite number >= 0, got {val!r}")
+        if not _is_number(self.timeout) or not math.isfinite(self.timeout) or self.timeout <= 0:
+            fail(f"timeout must be a finite number of seconds > 0, got {self.timeout!r}")
         if not isinstance(self.max_examples, int) or isinstance(self.max_examples, bool):
             fail(f"max_examples must be an integer, got {self.max_examples!r}")
         if self.max_examples < 1:

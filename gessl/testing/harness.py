@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +22,7 @@ from hypothesis.errors import HypothesisException, Unsatisfiable
 from gessl.testing.card import CardError, PropertyCard, expression_names, resolve
 from gessl.testing.properties import CHECKS, Context, Falsified, _numeric_defaults
 
-__all__ = ["CardReport", "PropertyResult", "check_loss"]
+__all__ = ["CardReport", "PropertyResult", "as_loss_function", "check_loss"]
 
 
 def _plain(x: Any) -> Any:
@@ -43,8 +46,9 @@ class PropertyResult:
     """The outcome of one declared property in one dtype.
 
     ``status`` is ``"passed"``, ``"failed"`` (with ``message`` and the minimal falsifying
-    ``example``, whose ``"dtype"`` entry repeats ``dtype``) or ``"error"`` (hypothesis could not
-    run the property, e.g. no valid example).
+    ``example``, whose ``"dtype"`` entry repeats ``dtype``), ``"timeout"`` (an example took
+    longer than the card's ``timeout``; ``example`` is that one) or ``"error"`` (hypothesis could
+    not run the property, e.g. no valid example).
     """
 
     name: str
@@ -135,6 +139,36 @@ class CardReport:
         )
 
 
+class ExampleTimeout(BaseException):
+    """One example took longer than the card's ``timeout`` (a loss that hangs). A
+    ``BaseException``, like ``KeyboardInterrupt``: hypothesis stops at once instead of shrinking
+    (every replay would take the time limit again)."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`ExampleTimeout` in the block after ``seconds`` (SIGALRM, main thread; a
+    no-op where that is not available). Python code is interrupted at once; a long native call
+    when it returns."""
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise ExampleTimeout(f"an example took longer than the time limit of {seconds:g} s")
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
 def _run_property(
     fn: Callable[..., Any],
     card: PropertyCard,
@@ -143,9 +177,11 @@ def _run_property(
     max_examples: int,
     seed: int | None,
     shrink: bool,
+    timeout: float | None = None,
 ) -> PropertyResult:
     check = CHECKS[name]
     state: dict[str, Any] = {}
+    limit = card.timeout if timeout is None else timeout
 
     phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
 
@@ -163,7 +199,11 @@ def _run_property(
         ctx = Context(fn, card, data, name, dtype)
         state["ctx"] = ctx
         try:
-            check(ctx)
+            with _time_limit(limit):
+                check(ctx)
+        except ExampleTimeout as err:
+            state["timeout"] = (str(err), dict(ctx.example))
+            raise
         except (Falsified, HypothesisException, CardError):
             raise
         except Exception as err:  # the loss itself raised on a valid input: a failure too
@@ -178,6 +218,9 @@ def _run_property(
 
     try:
         prop()
+    except ExampleTimeout:
+        message, example = state["timeout"]
+        return result("timeout", message, example)
     except Falsified as err:
         return result("failed", str(err), dict(state["ctx"].example) if "ctx" in state else None)
     except CardError:  # the card, not the loss, is wrong: no report, the caller is told
@@ -275,6 +318,62 @@ def validate(fn: Callable[..., Any], card: PropertyCard) -> None:
                 )
 
 
+def as_loss_function(target: Any, card: PropertyCard) -> Callable[..., Any]:
+    """``target`` as the harness calls a loss, ``fn(z1, z2, **options)``: a function as it is;
+    a ``torch.nn.Module`` class built per call with the card's ``init`` options (and every
+    option the constructor takes: swept ones included), then called as ``module(z1, z2,
+    **rest)``. Its signature merges the constructor's and ``forward``'s keywords, so the card's
+    options are checked against both and their numeric defaults are expression variables.
+
+    Raises:
+        CardError: ``init`` given for a function, a class that is not a module, or an ``init``
+            option its constructor does not take.
+    """
+    label = f"card {card.name!r}"
+    if not inspect.isclass(target):
+        if card.init:
+            raise CardError(f"{label}: [init] is for a loss class; {target!r} is a function")
+        return target
+    import torch
+
+    name = target.__qualname__
+    if not issubclass(target, torch.nn.Module):
+        raise CardError(f"{label}: the loss class {name} is not a torch.nn.Module")
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ctor = [p for p in inspect.signature(target).parameters.values() if p.kind not in kinds]
+    taken = {p.name for p in ctor}
+    unknown = sorted(set(card.init) - taken)
+    if unknown:
+        raise CardError(
+            f"{label}: init option {unknown[0]!r} is not a parameter of {name}() "
+            f"(it takes: {', '.join(sorted(taken)) or 'nothing'})"
+        )
+    forward = list(inspect.signature(target.forward).parameters.values())[3:]  # self, z1, z2
+    params = [
+        inspect.Parameter("z1", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("z2", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *(
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=card.init.get(p.name, p.default))
+            for p in ctor
+        ),
+        *(
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            if p.kind is not inspect.Parameter.VAR_KEYWORD
+            else p
+            for p in forward
+            if p.name not in taken and p.kind is not inspect.Parameter.VAR_POSITIONAL
+        ),
+    ]
+
+    def loss(z1: Any, z2: Any, **options: Any) -> Any:
+        built = {**card.init, **{k: options.pop(k) for k in list(options) if k in taken}}
+        return target(**built)(z1, z2, **options)
+
+    loss.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    loss.__qualname__ = f"{name} (a module per call)"
+    return loss
+
+
 def check_loss(
     fn: Callable[..., Any],
     card: PropertyCard,
@@ -282,18 +381,21 @@ def check_loss(
     max_examples: int | None = None,
     seed: int | None = None,
     shrink: bool = True,
+    timeout: float | None = None,
 ) -> CardReport:
     """Property-test ``fn`` against everything ``card`` declares, each property in its dtypes.
 
     Args:
         fn: a loss called as ``fn(z1, z2, **extra_inputs, **options)`` returning a 0-dim tensor
-            or an object with a ``.loss`` tensor (e.g. :class:`gessl.losses.LossOutput`).
+            or an object with a ``.loss`` tensor (e.g. :class:`gessl.losses.LossOutput`), or a
+            ``torch.nn.Module`` class built with the card's ``init`` (:func:`as_loss_function`).
         card: the declared properties (:class:`PropertyCard` or :func:`load_card`).
         properties: run only these declared properties (default: all declared).
         max_examples: hypothesis examples per property (default: the card's).
         seed: hypothesis seed; ``None`` runs derandomized, so reports are reproducible.
         shrink: minimise a falsifying example before reporting it (slower on failure; off, the
             first failing example found is reported as it is).
+        timeout: seconds one example may take (default: the card's ``timeout``, 60 s).
 
     Returns:
         A :class:`CardReport` with one result per property and dtype; ``report.passed`` is
@@ -304,7 +406,10 @@ def check_loss(
         CardError: the card is wrong for this loss (a reference that does not import, an option
             the loss does not take, an expression that cannot be evaluated, ...), found before
             or during the run: nothing about the loss has been established.
-        ValueError: ``properties`` names an undeclared property, or ``max_examples < 1``.
+        ValueError: ``properties`` names an undeclared property, ``max_examples < 1`` or
+            ``timeout <= 0``.
+        KeyboardInterrupt: Ctrl-C (or SIGTERM/SIGHUP in a command); its ``report`` attribute
+            holds the properties decided before it, ``planned`` how many were to run.
     """
     chosen = list(card.properties) if properties is None else list(properties)
     undeclared = [p for p in chosen if p not in card.properties]
@@ -313,12 +418,17 @@ def check_loss(
     n = card.max_examples if max_examples is None else max_examples
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"max_examples must be an integer >= 1, got {n!r}")
+    if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")
+    fn = as_loss_function(fn, card)
     validate(fn, card)
-    return CardReport(
-        card,
-        [
-            _run_property(fn, card, p, dtype, n, seed, shrink)
-            for p in chosen
-            for dtype in card.dtypes_for(p)
-        ],
-    )
+    report = CardReport(card)
+    runs = [(p, dtype) for p in chosen for dtype in card.dtypes_for(p)]
+    try:
+        for p, dtype in runs:
+            report.results.append(_run_property(fn, card, p, dtype, n, seed, shrink, timeout))
+    except KeyboardInterrupt as stop:  # the properties decided so far travel with it
+        stop.report = report  # type: ignore[attr-defined]
+        stop.planned = len(runs)  # type: ignore[attr-defined]
+        raise
+    return report
