@@ -304,7 +304,9 @@ def experiments_markdown() -> str:
         "or critic. `seed` is refused by the experiments that do not use it (`gessl_map`, "
         "`study`, `ablation`, `benchmark`: their seeds are their own keys), seeds lie in "
         "[0, 2³²), numbers must be finite, and `jobs` above the usable cores prints one warning "
-        "line with the memory the workers will take.",
+        "line with the memory the workers will take. A dataset whose files are not in its folder "
+        "(`data_root` or `$GESSL_DATA_DIR`) is the environment's failure: one line, exit 3, "
+        "before any record.",
         "",
     ]
     out += [f"- [`python -m experiments.{name}`](#{name})" for name in EXPERIMENTS]

@@ -36,6 +36,7 @@ from experiments.pipeline import (
     train,
 )
 from experiments.tracking import main_entry, make_experiment
+from experiments.validation import UsageError
 from gessl.trainer.checkpoint import load_checkpoint
 
 ex = make_experiment("pretrain")
@@ -201,7 +202,7 @@ def main(
     if checkpoint_every:
         folder = record_folder(_run)
         if folder is None:
-            raise ValueError(
+            raise UsageError(
                 "checkpoint_every: checkpoints are kept in the run's record folder and this run "
                 "has none (run it observed, without -u/--unobserved)"
             )

@@ -237,6 +237,12 @@ def _shared(config: Mapping[str, Any]) -> None:
         check_choice("dataset", c["dataset"], _datasets())
     if c.get("data_root") is not None and not isinstance(c["data_root"], str):
         raise UsageError(f"data_root: expected a folder path, got {c['data_root']!r}")
+    if "dataset" in c:  # its files, before any record: a missing folder is the environment's
+        from gessl.data.datasets import dataset_entry
+
+        locate = dataset_entry(c["dataset"]).locate
+        if locate is not None:
+            locate(c.get("data_root"))  # FileNotFoundError: exit 3, one line, no record
     if "encoder" in c:
         check_choice("encoder", c["encoder"], _encoders())
     if "encoders" in c:

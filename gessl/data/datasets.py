@@ -22,7 +22,9 @@ import os
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -303,6 +305,10 @@ class DatasetEntry:
     loader: Loader
     splits: tuple[str, ...]
     augment: AugmentFn
+    #: ``locate(root)`` raises ``FileNotFoundError`` (one line, naming the folder and files)
+    #: when the data is not where ``loader`` would read it, without reading it; ``None`` for a
+    #: dataset that needs no files (bundled or generated)
+    locate: Callable[[str | os.PathLike | None], Any] | None = None
 
 
 #: the registered datasets by name, in the order they were registered
@@ -315,7 +321,12 @@ def available_datasets() -> list[str]:
 
 
 def register_dataset(
-    name: str, loader: Loader, *, splits: Sequence[str] = ("train", "test"), augment: AugmentFn
+    name: str,
+    loader: Loader,
+    *,
+    splits: Sequence[str] = ("train", "test"),
+    augment: AugmentFn,
+    locate: Callable[[str | os.PathLike | None], Any] | None = None,
 ) -> DatasetEntry:
     """Add a dataset to :data:`DATASETS` under ``name`` (see :class:`DatasetEntry`).
 
@@ -333,7 +344,7 @@ def register_dataset(
             f"splits of {name!r} must be empty (one set, split by class) or include 'train' and "
             f"'test', got {splits}"
         )
-    entry = DatasetEntry(name, loader, splits, augment)
+    entry = DatasetEntry(name, loader, splits, augment, locate)
     DATASETS[name] = entry
     return entry
 
@@ -374,6 +385,29 @@ def _digits(root: str | os.PathLike | None, split: str | None) -> ImageSet:
 
 
 register_dataset("digits", _digits, splits=(), augment=digits_augment())
-register_dataset("cifar10", load_cifar10, splits=SPLITS["cifar10"], augment=cifar_augment())
-register_dataset("cifar100", load_cifar100, splits=SPLITS["cifar100"], augment=cifar_augment())
-register_dataset("stl10", load_stl10, splits=SPLITS["stl10"], augment=cifar_augment(blur=True))
+register_dataset(
+    "cifar10",
+    load_cifar10,
+    splits=SPLITS["cifar10"],
+    augment=cifar_augment(),
+    locate=partial(_folder, name="cifar10", expected=CIFAR10_FILES),
+)
+register_dataset(
+    "cifar100",
+    load_cifar100,
+    splits=SPLITS["cifar100"],
+    augment=cifar_augment(),
+    locate=partial(_folder, name="cifar100", expected=CIFAR100_FILES),
+)
+register_dataset(
+    "stl10",
+    load_stl10,
+    splits=SPLITS["stl10"],
+    augment=cifar_augment(blur=True),
+    # the splits the pipeline reads: pretraining on train, evaluation on test
+    locate=partial(
+        _folder,
+        name="stl10",
+        expected=[f"{p}_{x}.bin" for p in ("train", "test") for x in ("X", "y")],
+    ),
+)

@@ -347,3 +347,29 @@ def test_runs_list_refuses_an_unknown_status(tmp_path):
         str(tmp_path / "runs"),
     )
     assert ok.returncode == 0 and ok.stdout.strip().endswith("0 runs")
+
+
+def test_a_missing_data_folder_is_the_environments_failure_before_any_record(tmp_path):
+    env = {k: v for k, v in _env(tmp_path).items() if k != "GESSL_DATA_DIR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.pretrain", "with", "dataset=cifar10", "steps=1"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert _error_lines(proc)[-1].startswith("error: no folder given for cifar10: ")
+    assert _error_lines(proc)[-1].endswith("; no record was written")
+    _nothing_left(tmp_path)
+
+
+def test_checkpoints_without_a_record_are_a_usage_error(tmp_path):
+    proc = _run(tmp_path, "experiments.pretrain", "-u", "with", "checkpoint_every=2", "steps=3")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert _error_lines(proc)[-1] == (
+        "error: checkpoint_every: checkpoints are kept in the run's record folder and this run "
+        "has none (run it observed, without -u/--unobserved)"
+    )
+    assert "Traceback" not in proc.stderr
