@@ -139,9 +139,25 @@ def _encoders() -> list[str]:
 
 
 def check_method_options(key: str, method: str, options: Any) -> None:
-    from gessl.methods import METHODS
+    """Known option names, and values the method accepts: the method is built with them and
+    its loss taken once on a small seeded batch (what the first training step would do), so a
+    value it refuses (``temperature=-1``) is refused here, before any record."""
+    import torch
+
+    from gessl.methods import METHODS, build_method
+    from gessl.models import Flatten
 
     check_keys(key, options, METHODS[method].defaults)
+    if not options:
+        return
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 6, generator=gen)
+    b = a + 0.1 * torch.randn(8, 6, generator=gen)
+    try:
+        m = build_method(method, Flatten(6), proj_dims=(6,), **options)
+        m.loss(dict(m.online_params()), a, b, m.targets(a, b))
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{key}: {(str(err).splitlines() or [''])[0]}") from None
 
 
 def check_gessl(key: str, options: Any, **extra: Any) -> None:
@@ -264,8 +280,13 @@ def _shared(config: Mapping[str, Any]) -> None:
         seen = c["seen_classes"]
         if not isinstance(seen, (list, tuple)) or len(seen) < 2:
             raise UsageError(f"seen_classes: expected a list of at least 2 classes, got {seen!r}")
+        classes = None
+        if "dataset" in c:
+            from gessl.data.datasets import dataset_entry
+
+            classes = dataset_entry(c["dataset"]).classes
         for i, k in enumerate(seen):
-            check_int(f"seen_classes[{i}]", k, 0)
+            check_int(f"seen_classes[{i}]", k, 0, None if classes is None else classes - 1)
     if "gessl" in c:
         extra = {}
         if "tasks_per_step" in c:

@@ -309,6 +309,8 @@ class DatasetEntry:
     #: when the data is not where ``loader`` would read it, without reading it; ``None`` for a
     #: dataset that needs no files (bundled or generated)
     locate: Callable[[str | os.PathLike | None], Any] | None = None
+    #: the number of classes (labels ``0 … classes − 1``), when known without loading the data
+    classes: int | None = None
 
 
 #: the registered datasets by name, in the order they were registered
@@ -327,6 +329,7 @@ def register_dataset(
     splits: Sequence[str] = ("train", "test"),
     augment: AugmentFn,
     locate: Callable[[str | os.PathLike | None], Any] | None = None,
+    classes: int | None = None,
 ) -> DatasetEntry:
     """Add a dataset to :data:`DATASETS` under ``name`` (see :class:`DatasetEntry`).
 
@@ -344,7 +347,7 @@ def register_dataset(
             f"splits of {name!r} must be empty (one set, split by class) or include 'train' and "
             f"'test', got {splits}"
         )
-    entry = DatasetEntry(name, loader, splits, augment, locate)
+    entry = DatasetEntry(name, loader, splits, augment, locate, classes)
     DATASETS[name] = entry
     return entry
 
@@ -384,13 +387,14 @@ def _digits(root: str | os.PathLike | None, split: str | None) -> ImageSet:
     return load_digits()
 
 
-register_dataset("digits", _digits, splits=(), augment=digits_augment())
+register_dataset("digits", _digits, splits=(), augment=digits_augment(), classes=10)
 register_dataset(
     "cifar10",
     load_cifar10,
     splits=SPLITS["cifar10"],
     augment=cifar_augment(),
     locate=partial(_folder, name="cifar10", expected=CIFAR10_FILES),
+    classes=10,
 )
 register_dataset(
     "cifar100",
@@ -398,12 +402,14 @@ register_dataset(
     splits=SPLITS["cifar100"],
     augment=cifar_augment(),
     locate=partial(_folder, name="cifar100", expected=CIFAR100_FILES),
+    classes=100,
 )
 register_dataset(
     "stl10",
     load_stl10,
     splits=SPLITS["stl10"],
     augment=cifar_augment(blur=True),
+    classes=10,
     # the splits the pipeline reads: pretraining on train, evaluation on test
     locate=partial(
         _folder,

@@ -116,6 +116,12 @@ def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
             "claims: unknown value 'sigma_acuracy_bound' (did you mean 'sigma_accuracy_bound'?",
         ),
         ("experiments.pretrain", "method=simclrr", "(did you mean 'simclr'? allowed: "),
+        ("experiments.pretrain", "seen_classes=[0, 99]", "seen_classes[1]: must be <= 9, got 99"),
+        (
+            "experiments.pretrain",
+            "method_options={'temperature': -1}",
+            "method_options: temperature must be finite and > 0, got -1",
+        ),
     ],
 )
 def test_usage_error_is_one_line_exit_2_and_leaves_nothing(tmp_path, module, setting, message):
