@@ -76,7 +76,13 @@ _DRIVER_MODULES = ("sqlalchemy", "psycopg")
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database cannot be used; ``str(err)`` is one line with the password masked."""
+    """The database cannot be used; ``str(err)`` is one line with the password masked.
+    ``unreachable``: the server could not be reached (the environment's failure, exit 3), as
+    against a usage problem (missing drivers, an invalid URL: exit 2)."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def mask_url(url: str) -> str:
@@ -260,7 +266,9 @@ def connect(url: str, create: bool = True) -> RecordStore:
             _create_tables(engine, tables.metadata)
     except (sa.exc.DBAPIError, OSError) as err:
         engine.dispose()
-        raise DatabaseUnavailable(f"cannot reach database {where} ({_reason(err, url)})") from None
+        raise DatabaseUnavailable(
+            f"cannot reach database {where} ({_reason(err, url)})", unreachable=True
+        ) from None
     return RecordStore(engine, url)
 
 

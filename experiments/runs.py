@@ -42,10 +42,10 @@ where the runs come from:
 """
 EXIT_CODES = """\
 exit status:
-  0  ok
-  2  usage error, unknown run id, no runs folder, unreachable database, or SQLAlchemy/psycopg
-     missing (pip install 'gessl-lab[db]')
-  3    the environment failed (a folder that cannot be read or written)
+  0    ok
+  2    usage error, unknown run id, no runs folder, or SQLAlchemy/psycopg missing
+       (pip install 'gessl-lab[db]')
+  3    the environment failed (an unreachable database, a folder that cannot be read)
   130  interrupted (Ctrl-C); 143 terminated (SIGTERM); 129 hung up (SIGHUP)
 """
 
@@ -393,7 +393,11 @@ def format_compare(a: RunView, b: RunView, width: int = 40) -> str:
 
 
 class _Stop(Exception):
-    """A one-line error for stderr; exit status 2."""
+    """A one-line error for stderr; exit status ``code`` (2, or 3 for the environment)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -406,7 +410,7 @@ def _open(args: argparse.Namespace) -> Any:
         try:
             return connect(url, create=False)
         except DatabaseUnavailable as err:
-            raise _Stop(str(err)) from None
+            raise _Stop(str(err), 3 if err.unreachable else 2) from None
     return FileRuns(args.runs or os.environ.get("GESSL_RUNS_DIR", "runs"))
 
 
@@ -501,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                 store.dispose()
     except _Stop as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.code
     try:
         print(text)
         sys.stdout.flush()

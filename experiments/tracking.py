@@ -8,7 +8,7 @@ observer under ``runs/`` (or ``$GESSL_RUNS_DIR``) is the record of truth: ``runs
 A team database is a second record beside it (:mod:`experiments.records_db`): ``--sql URL`` on
 the command line (Sacred's own ``-s/--sql`` is replaced: its ``SqlObserver`` cannot store our
 runs), ``$GESSL_DB_URL``, or ``run_experiment(..., sql=URL)``. The database is reached before
-the run starts; when it cannot be, nothing is recorded and the command exits 2 (one line on
+the run starts; when it cannot be, nothing is recorded and the command exits 3 (one line on
 stderr, password masked), unless ``--sql-optional`` / ``$GESSL_DB_OPTIONAL=1`` /
 ``sql_optional=True`` asks to go ahead with the file record only.
 """
@@ -88,8 +88,9 @@ def open_record_store(url: str | None = None, optional: bool | None = None) -> A
 def _sql_option(args: str, run: Any) -> None:
     """Also record the run in a SQL database (GeSSL's store, experiments/records_db.py).
 
-    The database is reached before the run starts; if it cannot be, the command exits 2 and
-    nothing is recorded. Default: $GESSL_DB_URL. A plain postgresql:// URL uses psycopg 3.
+    The database is reached before the run starts; if it cannot be, the command exits 3 (2 for
+    missing drivers or an invalid URL) and nothing is recorded. Default: $GESSL_DB_URL. A plain
+    postgresql:// URL uses psycopg 3.
     """
     raise RuntimeError("--sql is handled by experiments.tracking.main_entry")  # never reached
 
@@ -148,12 +149,13 @@ def _gessl_commit() -> str | None:
 #: appended to every experiment's ``--help`` (``bounds`` documents its own 0/1 policy above it)
 EXIT_CODES = """Exit status: 0 the run completed (bounds: every theorem claim holds or is
 inconclusive); 1 the run failed (bounds: a theorem claim is violated or a check raised);
-2 usage error — a bad configuration value, an unknown key, a bad command line or an unreachable
---sql database — reported in one line before any record exists; 130 interrupted (Ctrl-C),
+2 usage error — a bad configuration value, an unknown key, a bad command line, an invalid --sql
+URL — reported in one line before any record exists; 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM: a scheduler's preemption or time limit, `kill`), 129 hung up (SIGHUP:
 the terminal closed): the workers are stopped, the finished work kept and the record kept as
 INTERRUPTED, naming the signal; 3 the environment failed — a runs folder that cannot be
-written, a full disk, a missing data folder — in one line naming the path."""
+written, a full disk, a missing data folder, an unreachable --sql database — in one line naming
+the path, before any record."""
 
 
 #: the project's packages: their modules are saved as sources of every record
@@ -566,20 +568,22 @@ def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) ->
     is_run = not any(a in commands for a in args) and not {"--help", "-h"} & set(args)
     if is_run:
         store = None
-        if not {"-u", "--unobserved"} & set(args):
-            try:  # the runs folder must take a record: else one line, exit 3, nothing written
-                check_writable(default_runs_dir())
-            except OSError as err:
-                print(f"error: runs folder: {environment_error(err)}", file=sys.stderr)
-                sys.exit(ENVIRONMENT)
+        observed = not {"-u", "--unobserved"} & set(args)
+        if observed:
             from experiments.records_db import DatabaseUnavailable
 
             try:
                 store = open_record_store(sql, optional or None)
-            except DatabaseUnavailable as err:
+            except DatabaseUnavailable as err:  # unreachable: the environment's (3)
                 print(f"error: {err}", file=sys.stderr)
-                sys.exit(2)
+                sys.exit(ENVIRONMENT if err.unreachable else 2)
         try:
+            if observed:
+                try:  # the runs folder must take a record: else one line, exit 3, nothing written
+                    check_writable(default_runs_dir())
+                except OSError as err:
+                    print(f"error: runs folder: {environment_error(err)}", file=sys.stderr)
+                    sys.exit(ENVIRONMENT)
             with observers_attached(ex, store=store), preemption_handled():
                 run = _run_cli(ex, argv)
         finally:

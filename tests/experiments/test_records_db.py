@@ -231,7 +231,7 @@ def test_sacreds_own_sql_flag_records_into_our_tables(fresh_db, tmp_path):
 def test_unreachable_database_stops_before_any_record(tmp_path):
     runs = tmp_path / "runs"
     proc = run_cli([*BOUNDS, "--sql", UNREACHABLE], runs)
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 3 and proc.stdout == ""  # the environment's failure
     masked = "postgresql://gessl:***@127.0.0.1:1/gessl"
     assert proc.stderr.startswith(f"error: cannot reach database {masked} (")
     assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr
@@ -252,7 +252,7 @@ def test_unreachable_database_in_python_and_the_runs_command(tmp_path, monkeypat
         run_experiment(toy_experiment(), {"seed": 1}, str(tmp_path), wandb=False, sql=UNREACHABLE)
     assert not any(tmp_path.iterdir())
     code, out, err = cli(capsys, "list", "--db", UNREACHABLE)
-    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert (code, out) == (3, "") and err.count("\n") == 1  # the environment's failure
     assert err.startswith("error: cannot reach database postgresql://gessl:***@127.0.0.1:1/gessl (")
 
     monkeypatch.setenv("GESSL_DB_OPTIONAL", "1")

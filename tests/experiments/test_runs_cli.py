@@ -29,6 +29,8 @@ def toy_experiment(fail: bool = False):
     def config():
         n = 3  # noqa: F841
         lr = 0.1  # noqa: F841
+        seed = 0  # noqa: F841  # declared: Sacred seeds the run with it (the command refuses
+        # a seed an experiment does not declare)
 
     @ex.main
     def main(n, lr, _run):
