@@ -239,6 +239,10 @@ def check_writable(folder: str) -> None:
 
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
+    made = os.path.abspath(folder)  # the top-most folder this check creates (removed after it)
+    while not os.path.exists(os.path.dirname(made)) and os.path.dirname(made) != made:
+        made = os.path.dirname(made)
+    created = not os.path.exists(made)
     os.makedirs(folder, exist_ok=True)
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-") as fh:
@@ -249,6 +253,17 @@ def check_writable(folder: str) -> None:
         if err.filename:
             raise
         raise OSError(err.errno, err.strerror, folder) from None  # name the folder
+    finally:
+        if created:  # a usage error found later leaves no folder behind; Sacred makes it again
+            level = os.path.abspath(folder)
+            while True:  # only empty folders: never what another run wrote meanwhile
+                try:
+                    os.rmdir(level)
+                except OSError:
+                    break
+                if level == made:
+                    break
+                level = os.path.dirname(level)
 
 
 def declared_keys(ex: Experiment) -> set[str]:
