@@ -96,7 +96,9 @@ def killed(tmp_path_factory):
 
 
 def test_a_killed_run_resumed_on_the_command_line_equals_the_uninterrupted_run(killed):
-    _resumed_equals_uninterrupted(*killed)
+    full, resumed = _resume_beside_uninterrupted(*killed)
+    # final weights bit for bit
+    assert full.keys() == resumed.keys() and all(torch.equal(full[n], resumed[n]) for n in full)
 
 
 @needs_signal("SIGTERM")
@@ -108,10 +110,14 @@ def test_a_preempted_run_is_interrupted_and_resumes_bit_for_bit(tmp_path):
     last = out.strip().splitlines()[-1]
     assert last.startswith("interrupted by SIGTERM") and last.endswith("(INTERRUPTED)"), last
     assert json.loads((record / "run.json").read_text())["status"] == "INTERRUPTED"
-    _resumed_equals_uninterrupted(tmp_path, record, k)
+    full, resumed = _resume_beside_uninterrupted(tmp_path, record, k)
+    assert full.keys() == resumed.keys() and all(torch.equal(full[n], resumed[n]) for n in full)
 
 
-def _resumed_equals_uninterrupted(runs: Path, parent: Path, k: int) -> None:
+def _resume_beside_uninterrupted(runs: Path, parent: Path, k: int) -> tuple[dict, dict]:
+    """Run the uninterrupted run of k + 4 steps and resume ``parent`` (checkpoint at step k) to
+    the same length on the command line; check the resumed record (its parent, configuration,
+    losses, result, checkpoints) against it, and return both final weights."""
     steps = k + 4
     full = run_experiment(pretrain.ex, {**TINY, "steps": steps}, runs_dir=str(runs), wandb=False)
     assert full.status == "COMPLETED"
@@ -134,11 +140,7 @@ def _resumed_equals_uninterrupted(runs: Path, parent: Path, k: int) -> None:
     # the parent's configuration, with the new total steps
     config, parent_config = (json.loads((d / "config.json").read_text()) for d in (child, parent))
     assert config == {**parent_config, "steps": steps, "resume": str(parent)}
-    # final weights bit for bit
-    a = torch.load(runs / str(full._id) / "model.pt", weights_only=True)
-    b = torch.load(child / "model.pt", weights_only=True)
-    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
-    # so the same losses on the resumed steps, and the same evaluation
+    # the same losses on the resumed steps, and the same evaluation
     losses = json.loads((child / "metrics.json").read_text())["train/loss"]
     assert losses["steps"] == list(range(k + 1, steps + 1))
     full_losses = json.loads((runs / str(full._id) / "metrics.json").read_text())["train/loss"]
@@ -150,6 +152,10 @@ def _resumed_equals_uninterrupted(runs: Path, parent: Path, k: int) -> None:
     # the child keeps its own checkpoint; the parent's is untouched
     assert load_checkpoint(str(child / "checkpoint.pt"))["step"] == steps
     assert load_checkpoint(str(parent / "checkpoint.pt"))["step"] == k
+    return (
+        torch.load(runs / str(full._id) / "model.pt", weights_only=True),
+        torch.load(child / "model.pt", weights_only=True),
+    )
 
 
 def test_a_resumed_run_refuses_a_different_configuration(killed):
