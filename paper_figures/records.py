@@ -81,8 +81,9 @@ def read_json(path: Path) -> Any:
 
 
 def _read_run(d: Path) -> tuple[dict[str, Any], str | None]:
-    """The record's ``run.json`` in folder ``d``, and why the record cannot be read (``None``:
-    it can)."""
+    """The record in folder ``d`` — its ``run.json`` with its ``config.json`` and ``info.json``
+    (``{}`` when absent) under the keys ``"config"`` and ``"info"`` — and why the record cannot
+    be read (``None``: it can)."""
     path = d / "run.json"
     if not path.is_file():
         return {}, "no run.json (a run that never started, or one being created)"
@@ -96,10 +97,13 @@ def _read_run(d: Path) -> tuple[dict[str, Any], str | None]:
         return {}, f"run.json holds a JSON {type(run).__name__}, not an object"
     if not isinstance(run.get("experiment", {}), dict):
         return {}, "run.json: 'experiment' is not an object"
-    for name in ("config.json", "info.json"):
-        if (d / name).is_file() and not isinstance(read_json(d / name), dict | None):
-            return {}, f"{name} is not a JSON object"
-    return run, None
+    parts = {}
+    for name in ("config", "info"):
+        part = read_json(d / f"{name}.json") if (d / f"{name}.json").is_file() else None
+        if not isinstance(part, dict | None):
+            return {}, f"{name}.json is not a JSON object"
+        parts[name] = part or {}
+    return {**run, **parts}, None
 
 
 def find_runs(
@@ -129,8 +133,8 @@ def find_runs(
                 ),
                 start_time=str(run.get("start_time", "")),
                 path=d,
-                config=read_json(d / "config.json") or {},
-                info=read_json(d / "info.json") or {},
+                config=run["config"],
+                info=run["info"],
                 result=run.get("result"),
             )
         )
