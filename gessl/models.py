@@ -28,6 +28,7 @@ __all__ = [
     "Flatten",
     "ResNet18",
     "SmallCNN",
+    "SmallCNN1d",
     "available_backbones",
     "build_backbone",
     "mlp_head",
@@ -113,6 +114,50 @@ class SmallCNN(nn.Module):
         self.out_dim = 2 * width
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class SmallCNN1d(nn.Module):
+    """A 1-D CNN for signals (MNIST-1D): three blocks of a length-5 convolution (padding 2) →
+    GroupNorm → ReLU with ``width, width, 2·width`` channels, a 2× max-pool after the first two,
+    then global average pooling; ``out_dim = 2·width``.
+
+    Input ``[B, C, 1, L]`` (signals stored as height-1 images, the height squeezed) or
+    ``[B, C, L]``.
+    """
+
+    rowwise: ClassVar[bool] = True  # each row on its own (module docstring)
+
+    def __init__(self, in_channels: int = 1, width: int = 16, groups: int = 4) -> None:
+        super().__init__()
+        if in_channels < 1 or width < 1:
+            raise ValueError(f"in_channels and width must be >= 1, got {in_channels}, {width}")
+        if width % groups:
+            raise ValueError(f"width {width} must be divisible by groups {groups}")
+        self.net = nn.Sequential(
+            nn.Conv1d(in_channels, width, 5, padding=2),
+            nn.GroupNorm(groups, width),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(width, width, 5, padding=2),
+            nn.GroupNorm(groups, width),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(width, 2 * width, 5, padding=2),
+            nn.GroupNorm(groups, 2 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+        )
+        self.out_dim = 2 * width
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            if x.shape[2] != 1:
+                raise ValueError(
+                    f"SmallCNN1d needs [B, C, 1, L] or [B, C, L], got {tuple(x.shape)}"
+                )
+            x = x.squeeze(2)
         return self.net(x)
 
 
@@ -258,8 +303,9 @@ def _builder(name: str) -> BackboneBuilder:
 
 def build_backbone(name: str, input_shape: Sequence[int], width: int = 64) -> nn.Module:
     """The registered backbone ``name`` for inputs of ``input_shape`` (:func:`available_backbones`:
-    ``"identity"`` or ``"mlp"``, any input, flattened; ``"cnn"`` or ``"resnet18"``, ``[C, H, W]``
-    input)."""
+    ``"identity"`` or ``"mlp"``, any input, flattened (the MLP also serves signals such as
+    MNIST-1D); ``"cnn"`` or ``"resnet18"``, ``[C, H, W]`` input; ``"cnn1d"``, signals ``[C, 1, L]``
+    or ``[C, L]``)."""
     module = _builder(name)(tuple(input_shape), width)
     out_dim = getattr(module, "out_dim", None)
     if isinstance(out_dim, bool) or not isinstance(out_dim, int):
@@ -275,6 +321,16 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, ...]:
     return input_shape
 
 
+def _signal_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if not (len(input_shape) == 2 or (len(input_shape) == 3 and input_shape[1] == 1)) or any(
+        d < 1 for d in input_shape
+    ):
+        raise ValueError(
+            f"{name} needs [C, 1, L] or [C, L] inputs (signals), got shape {tuple(input_shape)}"
+        )
+    return input_shape
+
+
 register_backbone("identity", lambda shape, width: Flatten(math.prod(shape)))
 register_backbone("mlp", lambda shape, width: MLP(math.prod(shape), width=width))
 register_backbone(
@@ -283,6 +339,12 @@ register_backbone(
 )
 register_backbone(
     "resnet18", lambda shape, width: ResNet18(_image_shape("resnet18", shape)[0], width=width)
+)
+register_backbone(
+    "cnn1d",
+    lambda shape, width: SmallCNN1d(
+        _signal_shape("cnn1d", shape)[0], width=max(4, width - width % 4)
+    ),
 )
 
 

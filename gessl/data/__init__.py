@@ -1,8 +1,9 @@
-"""Data: image datasets (bundled digits; CIFAR/STL from a local folder) stored as uint8 and a
-registry of them by name, batched augmentations, task samplers (support and query views),
-synthetic tasks."""
+"""Data: image datasets (bundled digits; CIFAR/STL from a local folder) stored as uint8, MNIST-1D
+signals generated offline and stored as float16, a registry of them by name, batched
+augmentations (images and 1-D signals), task samplers (support and query views), synthetic
+tasks."""
 
-from gessl.data.augment import Augment, cifar_augment, digits_augment
+from gessl.data.augment import Augment, cifar_augment, digits_augment, signal_augment
 from gessl.data.datasets import (
     DATASETS,
     DatasetEntry,
@@ -19,10 +20,12 @@ from gessl.data.datasets import (
     unregister_dataset,
 )
 from gessl.data.image_tasks import DatasetTasks
+from gessl.data.mnist1d import MNIST1D_DEFAULTS, load_mnist1d
 from gessl.data.synthetic import GaussianLatentTasks, SyntheticImageTasks, TaskBatch
 
 __all__ = [
     "DATASETS",
+    "MNIST1D_DEFAULTS",
     "Augment",
     "DatasetEntry",
     "DatasetTasks",
@@ -39,7 +42,9 @@ __all__ = [
     "load_cifar100",
     "load_dataset",
     "load_digits",
+    "load_mnist1d",
     "load_stl10",
     "register_dataset",
+    "signal_augment",
     "unregister_dataset",
 ]

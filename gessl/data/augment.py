@@ -8,6 +8,11 @@ a CUDA generator and CUDA images augment without touching the CPU; on the CPU th
 those of ``torch.rand(..., generator=gen)``, the same for the same seed as before. Pipelines:
 :func:`digits_augment` (small affine jitter and noise; no flips — digits are not mirror
 symmetric) and :func:`cifar_augment` (SimCLR-style crop, flip, colour jitter, grayscale, blur).
+
+One-dimensional signals (MNIST-1D) travel as ``[B, C, 1, L]`` "images" of height 1 whose values
+are not confined to [0, 1]; :func:`random_shift`, :func:`random_scale` and
+:func:`correlated_noise` (with :func:`gaussian_noise`) act along ``L``, and :func:`signal_augment`
+chains them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = [
     "Augment",
     "cifar_augment",
     "color_jitter",
+    "correlated_noise",
     "digits_augment",
     "gaussian_blur",
     "gaussian_noise",
@@ -31,6 +37,9 @@ __all__ = [
     "random_affine",
     "random_grayscale",
     "random_resized_crop",
+    "random_scale",
+    "random_shift",
+    "signal_augment",
 ]
 
 
@@ -162,6 +171,57 @@ def gaussian_noise(x: Tensor, gen: torch.Generator, std: float = 0.05) -> Tensor
     )
 
 
+# ------------------------------------------------------------------ one-dimensional signals
+def random_shift(x: Tensor, gen: torch.Generator, max_shift: int = 8) -> Tensor:
+    """Circular shift of each sample along the last axis (``L``) by an integer drawn uniformly
+    in ``[−max_shift, max_shift]``: ``y[..., j] = x[..., (j − s) mod L]`` (``torch.roll`` by
+    ``s``), one gather for the whole batch. MNIST-1D's own translation is circular."""
+    if isinstance(max_shift, bool) or int(max_shift) != max_shift or max_shift < 0:
+        raise ValueError(f"max_shift must be an integer >= 0, got {max_shift!r}")
+    b, length = x.shape[0], x.shape[-1]
+    m = int(max_shift)
+    s = torch.randint(-m, m + 1, (b,), generator=gen, device=gen.device).to(x.device)
+    idx = torch.remainder(torch.arange(length, device=x.device)[None, :] - s[:, None], length)
+    idx = idx.reshape(b, *([1] * (x.dim() - 2)), length).expand_as(x)
+    return torch.gather(x, -1, idx)
+
+
+def random_scale(
+    x: Tensor, gen: torch.Generator, scale: tuple[float, float] = (0.8, 1.2)
+) -> Tensor:
+    """Multiply each sample by a factor drawn uniformly in ``scale``."""
+    lo, hi = scale
+    if not lo <= hi:
+        raise ValueError(f"scale must be (low, high) with low <= high, got {scale!r}")
+    f = _u(gen, x.shape[0], lo, hi, x).to(x.dtype)
+    return x * f.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+def correlated_noise(
+    x: Tensor, gen: torch.Generator, std: float = 0.1, smoothing: float = 2.0
+) -> Tensor:
+    """Add Gaussian noise correlated along the last axis (``L``): white noise convolved with a
+    Gaussian kernel of standard deviation ``smoothing`` samples (truncated at 4σ), the kernel
+    scaled to unit L2 norm so the smoothed noise has standard deviation ``std`` exactly in
+    distribution. The white noise is drawn ``4σ`` longer on each side and convolved without
+    padding, so every position sees the same noise statistics (no edge effects). ``smoothing``
+    0 gives white noise."""
+    if not (math.isfinite(std) and std >= 0):
+        raise ValueError(f"std must be finite and >= 0, got {std!r}")
+    if not (math.isfinite(smoothing) and smoothing >= 0):
+        raise ValueError(f"smoothing must be finite and >= 0, got {smoothing!r}")
+    length = x.shape[-1]
+    r = math.ceil(4 * smoothing)
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * smoothing**2)) if smoothing > 0 else torch.ones_like(t)
+    k = k / k.square().sum().sqrt()
+    white = torch.randn(
+        (*x.shape[:-1], length + 2 * r), generator=gen, dtype=x.dtype, device=gen.device
+    ).to(x.device)
+    noise = F.conv1d(white.reshape(-1, 1, length + 2 * r), k[None, None, :])
+    return x + std * noise.reshape(x.shape)
+
+
 @dataclass(frozen=True)
 class Augment:
     """A pipeline of ``(function, keyword options)`` steps applied in order."""
@@ -208,3 +268,22 @@ def cifar_augment(crop_scale: tuple[float, float] = (0.2, 1.0), blur: bool = Fal
     if blur:
         steps.append((gaussian_blur, {}))
     return Augment(steps, "cifar")
+
+
+def signal_augment(strength: float = 1.0) -> Augment:
+    """For one-dimensional signals ``[B, C, 1, L]`` such as MNIST-1D: the nuisances the dataset is
+    generated with (Greydanus 2020, "Scaling down deep learning", arXiv 2011.14439: circular
+    translation, scaling, correlated and iid Gaussian noise) drawn again at a smaller size, so a
+    view keeps its class. In order: a circular shift of at most ``round(8·s)`` samples, a scale
+    factor in ``[1 − 0.2s, 1 + 0.2s]``, correlated noise of std ``0.1·s`` (smoothing 2 samples,
+    as MNIST-1D's own) and iid noise of std ``0.05·s``, with ``s = strength``. Values are those of
+    the standardised signal; nothing is clamped."""
+    return Augment(
+        [
+            (random_shift, {"max_shift": round(8 * strength)}),
+            (random_scale, {"scale": (1 - 0.2 * strength, 1 + 0.2 * strength)}),
+            (correlated_noise, {"std": 0.1 * strength, "smoothing": 2.0}),
+            (gaussian_noise, {"std": 0.05 * strength}),
+        ],
+        "signal",
+    )

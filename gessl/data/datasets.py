@@ -1,9 +1,13 @@
 """Image datasets as tensors: scikit-learn's bundled digits (no download), CIFAR-10/100 and STL-10
-from a local folder, and a registry of datasets by name.
+from a local folder, and a registry of datasets by name (MNIST-1D, generated offline, registers
+itself from :mod:`gessl.data.mnist1d`).
 
-Every loader returns an :class:`ImageSet`: ``images`` **uint8** ``[n, C, H, W]`` (0..255, the
-storage; :meth:`ImageSet.as_float` gives float32 in [0, 1] for any subset, converted on the
-device it is moved to) and integer ``labels``. CIFAR/STL are uint8 in their files and are never
+Every loader returns an :class:`ImageSet`: ``images`` ``[n, C, H, W]`` and integer ``labels``.
+Images are stored as **uint8** (0..255; :meth:`ImageSet.as_float` gives float32 in [0, 1] for any
+subset, converted on the device it is moved to); signals whose values are not in [0, 1], such as
+MNIST-1D's standardised sequences (``[n, 1, 1, L]``), are stored as **float16** instead and
+:meth:`ImageSet.as_float` gives their values unchanged as float32. CIFAR/STL are uint8 in their
+files and are never
 copied to float; digits' values 0..16 are stored as ``round(255·v/16)`` (a quantisation of at
 most 0.5/255 per pixel, see :func:`load_digits`). CIFAR/STL read the official file formats from
 the folder given as ``root`` or, when ``root`` is ``None``, from ``$GESSL_DATA_DIR/<dataset>``;
@@ -76,13 +80,15 @@ def _narrow(labels: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images ``[n, C, H, W]`` stored as uint8 (0..255) with integer labels ``[n]``
-    (``UNLABELED`` = −1 for an image without a label), kept in the narrowest integer type that
-    holds them (int8 for up to 127 classes; ``.long()`` where an index is needed).
+    """Images ``[n, C, H, W]`` with integer labels ``[n]`` (``UNLABELED`` = −1 for an image
+    without a label), kept in the narrowest integer type that holds them (int8 for up to 127
+    classes; ``.long()`` where an index is needed).
 
-    The storage stays uint8 (a quarter of float32); :meth:`as_float` converts the images a caller
-    needs — a batch, on the device the batch goes to — to float32 in [0, 1]. Build a set from
-    float images in [0, 1] with :meth:`from_float`.
+    Images are stored as uint8 (0..255, a quarter of float32) or, for signals whose values are
+    not in [0, 1] (MNIST-1D's standardised sequences, ``[n, 1, 1, L]``), as float16 (half of
+    float32). :meth:`as_float` converts the images a caller needs — a batch, on the device the
+    batch goes to — to float32: uint8 to [0, 1] (``/ 255``), float16 unchanged in value. Build a
+    uint8 set from float images in [0, 1] with :meth:`from_float`.
     """
 
     images: Tensor
@@ -95,10 +101,10 @@ class ImageSet:
                 f"images must be [n, C, H, W] with one label each, got "
                 f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}"
             )
-        if self.images.dtype != torch.uint8:
+        if self.images.dtype not in (torch.uint8, torch.float16):
             raise ValueError(
-                f"images must be uint8 (0..255; ImageSet.from_float converts [0, 1] floats), "
-                f"got {self.images.dtype}"
+                f"images must be uint8 (0..255; ImageSet.from_float converts [0, 1] floats) or "
+                f"float16 (signals, values unchanged), got {self.images.dtype}"
             )
         # labels in the narrowest signed integer type that holds them (int8 for up to 127
         # classes and UNLABELED): 8×8 digits would otherwise carry 8 label bytes per 64 pixels
@@ -129,14 +135,17 @@ class ImageSet:
     def as_float(
         self, index: Tensor | slice | None = None, device: str | torch.device | None = None
     ) -> Tensor:
-        """Float32 images in [0, 1] (``uint8 / 255``) of ``images[index]`` (all when ``None``):
-        the uint8 block is indexed where it is stored, moved to ``device`` (default: where it
-        is) and converted there."""
+        """Float32 images of ``images[index]`` (all when ``None``): uint8 storage in [0, 1]
+        (``uint8 / 255``), float16 storage unchanged in value. The stored block is indexed where
+        it is stored, moved to ``device`` (default: where it is) and converted there."""
         x = self.images if index is None else self.images[index]
-        return x.to(device).to(torch.float32).div_(255)
+        x = x.to(device)
+        if x.dtype == torch.float16:
+            return x.to(torch.float32)
+        return x.to(torch.float32).div_(255)
 
     def to(self, device: str | torch.device) -> ImageSet:
-        """The same set stored on ``device`` (still uint8)."""
+        """The same set stored on ``device`` (in the same storage dtype)."""
         return ImageSet(self.images.to(device), self.labels.to(device), self.name)
 
     def subset(self, mask: Tensor) -> ImageSet:
@@ -293,7 +302,9 @@ AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
 @dataclass(frozen=True)
 class DatasetEntry:
     """A registered dataset: ``loader(root, split) -> ImageSet``, its ``splits`` and the
-    augmentation ``augment(x, gen)`` it is pretrained with (float images in [0, 1]).
+    augmentation ``augment(x, gen)`` it is pretrained with (float32 images as
+    :meth:`ImageSet.as_float` gives them: in [0, 1] for uint8 sets, the signal's own values for
+    float16 ones).
 
     ``splits`` is either empty — one set without an official split (``loader`` gets
     ``split=None``; the pipeline splits it by class, stratified 80/20) — or the names of the
@@ -371,7 +382,8 @@ def load_dataset(
     name: str, root: str | os.PathLike | None = None, split: str | None = None
 ) -> ImageSet:
     """The registered dataset ``name`` (:func:`available_datasets`: ``"digits"``, bundled;
-    ``"cifar10"``, ``"cifar100"``, ``"stl10"`` from ``root``), split ``split`` (default: its
+    ``"cifar10"``, ``"cifar100"``, ``"stl10"`` from ``root``; ``"mnist1d"``, generated and
+    cached in ``root``), split ``split`` (default: its
     first, ``"train"``; ``None`` for a dataset without splits, such as digits)."""
     entry = dataset_entry(name)
     if not entry.splits:

@@ -121,7 +121,8 @@ def test_missing_files_name_the_folder_and_the_files(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as err:
         load_dataset("imagenet")
     assert (
-        str(err.value) == "unknown dataset 'imagenet'; available: digits, cifar10, cifar100, stl10"
+        str(err.value)
+        == "unknown dataset 'imagenet'; available: digits, cifar10, cifar100, stl10, mnist1d"
     )
 
 
@@ -276,7 +277,7 @@ def test_register_and_unregister_a_dataset(tmp_path):
             register_dataset("toy", toy, augment=cifar_augment())
         assert str(err.value) == (
             "dataset 'toy' is already registered (registered: digits, cifar10, cifar100, stl10, "
-            "toy)"
+            "mnist1d, toy)"
         )
     finally:
         unregister_dataset("toy")

@@ -65,9 +65,10 @@ def test_configuration_checks_read_the_registries(toys):
     with pytest.raises(UsageError) as err:
         validate("experiments/pretrain", {"dataset": "imagenet"})
     assert str(err.value) == (
-        "dataset: unknown value 'imagenet' (allowed: digits, cifar10, cifar100, stl10, toy)"
+        "dataset: unknown value 'imagenet' "
+        "(allowed: digits, cifar10, cifar100, stl10, mnist1d, toy)"
     )
-    with pytest.raises(UsageError, match=r"allowed: identity, mlp, cnn, resnet18, tiny\)$"):
+    with pytest.raises(UsageError, match=r"allowed: identity, mlp, cnn, resnet18, cnn1d, tiny\)$"):
         validate("experiments/pretrain", {"encoder": "vit"})
 
 
