@@ -30,7 +30,16 @@ __all__ = [
 ]
 
 #: the experiment modules documented in ``docs/experiments.md``, in reading order
-EXPERIMENTS = ("bounds", "gessl_map", "pretrain", "sigma", "ablation", "study", "benchmark")
+EXPERIMENTS = (
+    "bounds",
+    "gessl_map",
+    "pretrain",
+    "sigma",
+    "ablation",
+    "study",
+    "universality",
+    "benchmark",
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TAGS = {
@@ -177,8 +186,8 @@ SHARED_KEYS = {
     "methods": "SSL methods, each any of `gessl.methods.available_methods()`",
     "method_options": "the method's own options (temperature, momentum, …; docs/methods.md)",
     "mode": '"gessl" or "plain" (the base method on the same samples)',
-    "dataset": '"digits" (bundled with scikit-learn), "cifar10", "cifar100", "stl10", or any '
-    "name given to `gessl.data.register_dataset` (docs/images.md)",
+    "dataset": '"digits" (bundled with scikit-learn), "mnist1d" (generated), "cifar10", '
+    '"cifar100", "stl10", or any name given to `gessl.data.register_dataset` (docs/images.md)',
     "data_root": "folder of the CIFAR/STL files (default: $GESSL_DATA_DIR/<dataset>)",
     "encoder": '"identity", "mlp", "cnn", "resnet18", or any name given to '
     "`gessl.models.register_backbone` (the backbone)",
@@ -194,6 +203,12 @@ SHARED_KEYS = {
     "outer_lr": "learning rate of the outer optimiser",
     "seed": "the random seed for this experiment",
     "profile": "budget profile",
+    "readout.shots": "labels per class of the label-efficiency probes (universality)",
+    "readout.few_shot_shots": "K of the K-shot episodes on held-out classes (universality)",
+    "readout.few_shot_way": "N of the N-way episodes (upper limit: the held-out classes)",
+    "readout.report_tasks": "tasks of each σ set (training samples, unseen samples, held-out "
+    "classes)",
+    "readout.provider_steps": "most fine-tuning steps of the σ report's task models",
     "evaluation.few_shot_way": "ways of the few-shot episodes on held-out classes (upper limit)",
     "evaluation.few_shot_shot": "labelled examples per class in each few-shot episode",
     "evaluation.few_shot_episodes": "few-shot episodes averaged",
@@ -302,7 +317,8 @@ def experiments_markdown() -> str:
         "experiment does not have is named as such, with the closest one it has (`did you "
         "mean`), before any value is judged; so is a misspelt claim, method, dataset, encoder "
         "or critic. `seed` is refused by the experiments that do not use it (`gessl_map`, "
-        "`study`, `ablation`, `benchmark`: their seeds are their own keys), seeds lie in "
+        "`study`, `universality`, `ablation`, `benchmark`: their seeds are their own keys), seeds "
+        "lie in "
         "[0, 2³²), numbers must be finite, and `jobs` above the usable cores prints one warning "
         "line with the memory the workers will take. A dataset whose files are not in its folder "
         "(`data_root` or `$GESSL_DATA_DIR`) is the environment's failure: one line, exit 3, "

@@ -259,7 +259,10 @@ def _shared(config: Mapping[str, Any]) -> None:
         locate = dataset_entry(c["dataset"]).locate
         if locate is not None:
             locate(c.get("data_root"))  # FileNotFoundError: exit 3, one line, no record
-    if "encoder" in c:
+    # an experiment that reads a user's checkpoint also takes a "module:function" encoder, and
+    # None for the dataset's default
+    own = "checkpoint" in c and (c.get("encoder") is None or ":" in str(c.get("encoder")))
+    if "encoder" in c and not own:
         check_choice("encoder", c["encoder"], _encoders())
     if "encoders" in c:
         check_choices("encoders", c["encoders"], _encoders(), empty=False)

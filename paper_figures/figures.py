@@ -38,6 +38,7 @@ COMMANDS = {
     "study_table": "python -m experiments.study",
     "overhead_table": "python -m experiments.benchmark",
     "gessl_map": "python -m experiments.gessl_map",
+    "universality": "python -m experiments.universality",
 }
 
 
@@ -362,6 +363,30 @@ def gessl_map(runs: list[RunRecord], out: Path) -> list[Path]:
     return [*paths, out / "gessl_map_cells.json"]
 
 
+def universality(runs: list[RunRecord], out: Path) -> list[Path]:
+    """The universality study's figures (one per property: methods × modes with 95% intervals)
+    and its table with the paired differences, from the latest ``experiments.universality``
+    record."""
+    from paper_figures.universality_plot import plot_property
+
+    run = latest(runs, "universality", lambda r: r.artifact("universality.json").is_file())
+    if run is None:
+        raise MissingRecord("universality")
+    record = json.loads(run.artifact("universality.json").read_text())
+    paths: list[Path] = []
+    for prop, metrics in record["properties"].items():
+        if any(m in record["metrics"] for m in metrics):
+            fig = plot_property(record, prop)
+            paths += save_figure(fig, out, f"universality_{prop}", [run.source()])
+    md = run.artifact("universality.md")
+    if md.is_file():
+        table = out / "universality_table.md"
+        table.write_text(md.read_text() + f"\n\nrun {run.run_id} of `experiments.universality`\n")
+        paths.append(table)
+        paths.append(_sidecar(out / "universality_table", [run.source()], [table]))
+    return paths
+
+
 BUILDERS: dict[str, Callable[[list[RunRecord], Path], list[Path]]] = {
     "claims": claims,
     "claims_summary": claims_summary,
@@ -371,6 +396,7 @@ BUILDERS: dict[str, Callable[[list[RunRecord], Path], list[Path]]] = {
     "study_table": study_table,
     "overhead_table": overhead_table,
     "gessl_map": gessl_map,
+    "universality": universality,
 }
 
 

@@ -170,7 +170,33 @@ def runs(tmp_path) -> Path:
             }
         },
     )
+    _run(root, 9, "universality", {"profile": "quick"}, artifacts=_universality_record())
     return root
+
+
+def _universality_record() -> dict:
+    from experiments.universality import PROPERTIES, summarise
+
+    metrics = [m for ms in PROPERTIES.values() for m in ms]
+    results = [
+        {
+            "method": method,
+            "mode": mode,
+            "seed": s,
+            "metrics": {k: 0.5 + 0.01 * s + 0.02 * (mode == "gessl") for k in metrics},
+        }
+        for method in ("simclr", "byol")
+        for mode in ("plain", "meta", "gessl")
+        for s in range(3)
+    ]
+    summary = summarise(results, metrics)
+    record = {
+        "spec": {"dataset": "mnist1d", "encoder": "cnn1d", "steps": 200},
+        "properties": PROPERTIES,
+        "metrics": metrics,
+        **summary,
+    }
+    return {"universality.json": record, "universality.md": "| method | mode |\n|---|---|\n"}
 
 
 def test_every_output_is_built_with_its_sources(runs, tmp_path, capsys):
@@ -204,7 +230,15 @@ def test_every_output_is_built_with_its_sources(runs, tmp_path, capsys):
     assert "| simclr | gessl |" in md and "0.900 ± 0.010" in md and "| 3-way few-shot |" in md
     assert r"\toprule" in (out / "study_table.tex").read_text()
     assert "2.31" in (out / "overhead_table.md").read_text()
-    assert set(BUILDERS) == {p.stem for p in out.glob("*.json")} - {"gessl_map_cells"} | {"claims"}
+    props = ("discriminability", "generalization", "label_efficiency", "transferability", "sigma")
+    for prop in props:
+        assert (out / f"universality_{prop}.png").stat().st_size > 10_000
+        side = json.loads((out / f"universality_{prop}.json").read_text())
+        assert side["sources"][0]["run_id"] == "9"
+    assert "run 9 of `experiments.universality`" in (out / "universality_table.md").read_text()
+    stems = {p.stem for p in out.glob("*.json")} - {"gessl_map_cells", "universality_table"}
+    stems = {"universality" if s.startswith("universality_") else s for s in stems}
+    assert set(BUILDERS) == stems | {"claims"}
 
 
 def test_outputs_are_byte_identical_across_runs(runs, tmp_path):

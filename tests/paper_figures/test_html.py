@@ -216,6 +216,7 @@ def test_missing_outputs_are_listed_with_their_command(report):
         "study_table",
         "overhead_table",
         "gessl_map",
+        "universality",
     ]
 
 
