@@ -43,7 +43,7 @@ from typing import Any
 from tqdm import tqdm
 
 from experiments.claim_runner import power_units, run_claims, run_power, save_figure
-from experiments.parallel import default_jobs
+from experiments.parallel import DaskEngine, engine
 from experiments.tracking import (
     main_entry,
     make_experiment,
@@ -86,6 +86,9 @@ def config() -> None:
     seed = 0
     figures = True  # save one PNG per claim
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
+    scheduler = None  # a running Dask scheduler, "tcp://host:8786" (else $GESSL_DASK_SCHEDULER)
+    cluster = None  # start a Dask cluster: "local" (jobs workers here) or "slurm" (dask-jobqueue)
+    cluster_options = None  # the cluster's options, e.g. {"queue": "cpu", "walltime": "01:00:00"}
     strict = False  # True: a reproduction claim that is 'not reproduced' also makes the exit 1
     device = "auto"  # where the claims that train do: "auto" (CUDA if available), "cpu", "cuda"
     power = False  # True: check each claim's declared wrong alternatives instead (--power)
@@ -253,6 +256,9 @@ def main(
     seed: int,
     figures: bool,
     jobs: int,
+    scheduler: str | None,
+    cluster: str | None,
+    cluster_options: dict[str, Any] | None,
     strict: bool,
     device: str,
     power: bool,
@@ -262,7 +268,9 @@ def main(
     skip = {get_claim(c).id for c in exclude}  # validates the ids
     selected = [c for c in selected if c.id not in skip]
     if power:
-        return _power(selected, profile, seed, default_jobs() if jobs == 0 else jobs, _run)
+        return _power(
+            selected, profile, seed, engine(jobs, scheduler, cluster, cluster_options), _run
+        )
     # a reproduction claim of the fixed Holm family is judged with the family's primary tests:
     # the whole family runs (the same verdict alone as in the catalogue)
     companions = family_missing([c.id for c in selected])
@@ -274,7 +282,7 @@ def main(
         )
         selected += [get_claim(c) for c in companions]
     order = {c.id: i for i, c in enumerate(selected)}
-    workers = default_jobs() if jobs == 0 else jobs
+    workers = engine(jobs, scheduler, cluster, cluster_options)
     records: list[dict[str, Any]] = []
     start = time.perf_counter()
     bar = progress(total=len(selected), desc="claims", unit="claim")  # on a terminal only
@@ -369,7 +377,7 @@ def main(
         "reproduction": {r["claim_id"]: r["verdict"] for r in repro},
         "not_reproduced": [r["claim_id"] for r in repro if r["verdict"] == "not reproduced"],
         "strict": strict,
-        "jobs": workers,
+        "jobs": workers if isinstance(workers, int) else workers.describe(),
         "seconds": round(time.perf_counter() - start, 3),
     }
 
@@ -417,7 +425,9 @@ def _power_outcome(
     return due, missed, theorems, [r["claim_id"] for r in theorems if _not_holding(r)]
 
 
-def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> dict[str, Any]:
+def _power(
+    selected: list, profile: str, seed: int, workers: int | DaskEngine, _run: Any
+) -> dict[str, Any]:
     """The power run: every selected claim that declares alternatives, as stated and against
     each alternative, on ``profile``."""
     units = power_units(selected)
@@ -491,7 +501,7 @@ def _power(selected: list, profile: str, seed: int, workers: int, _run: Any) -> 
         "not_rejected": missed,
         "not_holding": false,
         "without_alternatives": [c.id for c in selected if not c.alternatives],
-        "jobs": workers,
+        "jobs": workers if isinstance(workers, int) else workers.describe(),
         "seconds": round(time.perf_counter() - start, 3),
     }
 

@@ -29,7 +29,7 @@ import time
 from functools import partial
 from typing import Any
 
-from experiments.parallel import default_jobs, in_workers, reseed
+from experiments.parallel import engine, in_workers, reseed
 from experiments.tracking import main_entry, make_experiment
 from experiments.validation import UsageError, check_choice, check_choices, check_int, validates
 from gessl.progress import progress
@@ -47,6 +47,9 @@ def config() -> None:
     seeds = None  # number of paired seeds; default: the profile's
     steps = None  # outer steps of every training; default: the profile's
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
+    scheduler = None  # a running Dask scheduler, "tcp://host:8786" (else $GESSL_DASK_SCHEDULER)
+    cluster = None  # start a Dask cluster: "local" (jobs workers here) or "slurm" (dask-jobqueue)
+    cluster_options = None  # the cluster's options, e.g. {"queue": "cpu", "walltime": "01:00:00"}
     shard = "1/1"  # "i/n": run every n-th job from the i-th (merge with python -m paper_figures)
     figures = True  # draw the heat maps (whole maps only)
     device = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:<i>"
@@ -310,6 +313,9 @@ def main(
     seeds: int | None,
     steps: int | None,
     jobs: int,
+    scheduler: str | None,
+    cluster: str | None,
+    cluster_options: dict[str, Any] | None,
     shard: str,
     figures: bool,
     device: str,
@@ -320,7 +326,7 @@ def main(
     mine = shard_of(units(every), shard)
     n_mine = sum(len(u["jobs"]) for u in mine)
     mid = map_id(spec)
-    workers = default_jobs() if jobs == 0 else jobs
+    workers = engine(jobs, scheduler, cluster, cluster_options)
     _run.info.update(map_id=mid, shard=shard, jobs_total=len(every))
     results: dict[str, dict[str, Any]] = {}
     start = time.perf_counter()
@@ -358,7 +364,7 @@ def main(
             "shard": shard,
             "jobs": n_mine,
             "jobs_total": len(every),
-            "workers": workers,
+            "workers": workers if isinstance(workers, int) else workers.describe(),
             "seconds": round(time.perf_counter() - start, 1),
         }
         if whole:

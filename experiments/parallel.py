@@ -1,4 +1,5 @@
-"""Work in worker processes, with results identical for any number of workers.
+"""Work in worker processes — a local pool or a Dask cluster — with results identical for any
+number of workers.
 
 Each unit runs with one torch thread and one BLAS thread, in the parent (``jobs=1``) as in a
 worker, so the numbers do not depend on ``jobs``; callers reseed the generators per unit
@@ -6,6 +7,13 @@ worker, so the numbers do not depend on ``jobs``; callers reseed the generators 
 at run time) and ignore Ctrl-C, SIGTERM and SIGHUP, which the parent handles: it stops the
 workers and re-raises, so that the caller can keep what came back. On Linux a worker dies with
 the process that started it, also when that one is SIGKILLed (no orphans).
+
+The engine is chosen in one place, :func:`engine`: ``jobs=N`` keeps the local process pool;
+``scheduler="tcp://host:8786"`` (or ``$GESSL_DASK_SCHEDULER``) sends the same units to a running
+Dask cluster (``distributed``, Rocklin 2015); ``cluster="local"`` starts one on this machine and
+``cluster="slurm"`` one through ``dask-jobqueue``'s ``SLURMCluster``. The units and their seeds
+are the same on every engine; only the client (this process) receives results and writes
+records. Dask re-runs a unit whose worker died on another worker.
 """
 
 from __future__ import annotations
@@ -25,7 +33,21 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-__all__ = ["default_jobs", "in_workers", "one_thread", "reseed"]
+__all__ = [
+    "CLUSTERS",
+    "DaskEngine",
+    "default_jobs",
+    "engine",
+    "in_workers",
+    "one_thread",
+    "reseed",
+    "slurm_cluster",
+]
+
+#: the clusters the suite can start itself
+CLUSTERS = ("local", "slurm")
+#: the environment variable naming a running Dask scheduler (the ``scheduler`` key wins)
+SCHEDULER_ENV = "GESSL_DASK_SCHEDULER"
 
 
 def default_jobs() -> int:
@@ -89,11 +111,15 @@ def _single_threaded(fn: Callable[[Any], Any], unit: Any) -> Any:
 def in_workers(
     fn: Callable[[Any], Any],
     units: Sequence[Any],
-    jobs: int,
+    jobs: int | DaskEngine,
     on_result: Callable[[Any, Any], None],
 ) -> None:
     """``on_result(unit, fn(unit))`` for every unit, as results come in; ``jobs`` processes
-    (1: this process, in order). ``fn`` must be a module-level function."""
+    (1: this process, in order), or a :class:`DaskEngine` (:func:`engine`). ``fn`` must be a
+    module-level function (or a ``partial`` of one)."""
+    if isinstance(jobs, DaskEngine):
+        jobs.map(fn, units, on_result)
+        return
     if jobs <= 1 or len(units) <= 1:
         for unit in units:
             on_result(unit, _single_threaded(fn, unit))
@@ -120,3 +146,149 @@ def in_workers(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+
+
+# ----------------------------------------------------------------------------- Dask
+def _dask_missing(what: str) -> ValueError:
+    return ValueError(
+        f"{what} needs the 'dask' extra (distributed, dask-jobqueue): pip install -e '.[dask]'"
+    )
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """``ValueError`` (one line) unless a TCP connection to the scheduler ``address``
+    (``tcp://host:port``) opens within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+        raise ValueError(f"scheduler: expected 'tcp://host:port', got {address!r}")
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ValueError(f"scheduler {address}: cannot connect: {err}") from None
+
+
+def engine(
+    jobs: int,
+    scheduler: str | None = None,
+    cluster: str | None = None,
+    cluster_options: dict[str, Any] | None = None,
+) -> int | DaskEngine:
+    """The engine of an experiment's ``jobs``/``scheduler``/``cluster`` keys: the number of
+    local worker processes (``jobs``; 0 = one per core), or a :class:`DaskEngine` when a
+    scheduler (the key, else ``$GESSL_DASK_SCHEDULER``) or a cluster is named. ``ValueError``
+    (one line) for both at once, an unknown cluster, or a missing ``dask`` extra."""
+    scheduler = scheduler or (os.environ.get(SCHEDULER_ENV) or None if cluster is None else None)
+    if scheduler is not None and cluster is not None:
+        raise ValueError("scheduler and cluster: name a running scheduler or a cluster, not both")
+    if cluster is not None and cluster not in CLUSTERS:
+        raise ValueError(f"cluster must be one of {CLUSTERS} or None, got {cluster!r}")
+    workers = default_jobs() if jobs == 0 else jobs
+    if scheduler is None and cluster is None:
+        return workers
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        what = f"scheduler={scheduler}" if scheduler else f"cluster={cluster}"
+        raise _dask_missing(what) from None
+    if cluster == "slurm":
+        try:
+            import dask_jobqueue  # noqa: F401
+        except ImportError:
+            raise _dask_missing("cluster=slurm") from None
+    return DaskEngine(scheduler, cluster, dict(cluster_options or {}), workers)
+
+
+#: the SLURM job of one worker unless ``cluster_options`` says otherwise: one single-threaded
+#: worker per job (the units are single-threaded; one process per core)
+SLURM_DEFAULTS: dict[str, Any] = {
+    "cores": 1,
+    "processes": 1,
+    "memory": "2GB",
+    "walltime": "01:00:00",
+    "scheduler_options": {"dashboard_address": ":0"},  # any free port
+}
+
+
+def slurm_cluster(options: dict[str, Any]) -> Any:
+    """``dask_jobqueue.SLURMCluster`` with :data:`SLURM_DEFAULTS` updated by ``options``
+    (``queue``, ``account``, ``walltime``, ``memory``, ``cores``, ``job_extra_directives``, …;
+    dask-jobqueue's documentation lists them). No job is submitted until it is scaled; its
+    ``job_script()`` shows what ``sbatch`` will receive."""
+    from dask_jobqueue import SLURMCluster
+
+    return SLURMCluster(**{**SLURM_DEFAULTS, **options})
+
+
+class DaskEngine:
+    """Units sent to a Dask cluster: a running one (``scheduler``), or one this process starts
+    (``cluster="local"``: ``workers`` worker processes of one thread each on this machine, which
+    end with this process; ``cluster="slurm"``: ``dask_jobqueue.SLURMCluster(**options)``
+    scaled to ``workers`` workers). Each unit runs single-threaded in a worker, as in the
+    local pool; results come back to this process in the order they finish."""
+
+    def __init__(
+        self,
+        scheduler: str | None,
+        cluster: str | None,
+        options: dict[str, Any],
+        workers: int,
+    ) -> None:
+        self.scheduler, self.cluster, self.options, self.workers = (
+            scheduler,
+            cluster,
+            options,
+            workers,
+        )
+
+    def describe(self) -> str:
+        if self.scheduler:
+            return f"dask scheduler {self.scheduler}"
+        return f"dask {self.cluster} cluster, {self.workers} workers"
+
+    def make_cluster(self) -> Any:
+        """The cluster this engine starts (``None`` with a running scheduler)."""
+        if self.cluster == "local":
+            from distributed import LocalCluster
+
+            return LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                # the nannies live in this process and its worker processes watch it: they end
+                # with it, SIGKILL included (tests/experiments/test_cluster.py)
+                **self.options,
+            )
+        if self.cluster == "slurm":
+            cluster = slurm_cluster(self.options)
+            cluster.scale(self.workers)
+            return cluster
+        return None
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        units: Sequence[Any],
+        on_result: Callable[[Any, Any], None],
+    ) -> None:
+        from distributed import Client, as_completed
+
+        cluster = self.make_cluster()
+        client = Client(cluster if cluster is not None else self.scheduler, timeout="30s")
+        futures: list[Any] = []
+        try:
+            futures = [client.submit(_single_threaded, fn, u, pure=False) for u in units]
+            unit_of = {f.key: u for f, u in zip(futures, units)}
+            for fut in as_completed(futures):
+                on_result(unit_of[fut.key], fut.result())
+        except BaseException:
+            client.cancel(futures, force=True)
+            raise
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.parallel import default_jobs, in_workers, reseed
+from experiments.parallel import engine, in_workers, reseed
 from experiments.pipeline import DEFAULT_GESSL, MEASURING_CRITIC, Splits, build_model, train
 from experiments.tracking import add_text_artifacts, main_entry, make_experiment
 from experiments.validation import (
@@ -135,6 +135,9 @@ def config() -> None:
         "provider_steps": 40,
     }
     jobs = 0  # worker processes; 0 = one per CPU core (the numbers are the same for any value)
+    scheduler = None  # a running Dask scheduler, "tcp://host:8786" (else $GESSL_DASK_SCHEDULER)
+    cluster = None  # start a Dask cluster: "local" (jobs workers here) or "slurm" (dask-jobqueue)
+    cluster_options = None  # the cluster's options, e.g. {"queue": "cpu", "walltime": "01:00:00"}
     figures = True  # draw one figure per property into the record
     device = "cpu"  # "cpu", "cuda", "auto" (jobs=1 on a GPU)
 
@@ -682,13 +685,17 @@ def main(
     shifts: dict[str, dict[str, Any]] | None,
     readout: dict[str, Any],
     jobs: int,
+    scheduler: str | None,
+    cluster: str | None,
+    cluster_options: dict[str, Any] | None,
     figures: bool,
     device: str,
     _run: Any,
 ) -> dict[str, Any]:
     # every key is an argument: Sacred then accepts new entries of the dict-valued ones
     # (``data_options.num_samples=800``)
-    config = {k: v for k, v in locals().items() if k not in ("jobs", "figures", "_run")}
+    engine_keys = ("jobs", "scheduler", "cluster", "cluster_options")
+    config = {k: v for k, v in locals().items() if k not in (*engine_keys, "figures", "_run")}
     spec = make_spec(config)
     user = ":" in spec["encoder"]
     if user:
@@ -700,7 +707,7 @@ def main(
             for s in range(spec["seeds"])
             for mode in spec["modes"]
         ]
-    workers = default_jobs() if jobs == 0 else jobs
+    workers = engine(jobs, scheduler, cluster, cluster_options)
     if spec["device"] != "cpu":
         workers = 1  # one device: one process
     results: list[dict[str, Any]] = []

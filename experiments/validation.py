@@ -303,6 +303,9 @@ def _shared(config: Mapping[str, Any]) -> None:
         check_int("checkpoint_every", c["checkpoint_every"], 0)
     if "jobs" in c:
         check_int("jobs", c["jobs"], 0)
+    if "scheduler" in c:  # the engine: before any record, the scheduler must answer
+        _check_engine(c)
+    elif "jobs" in c:
         _warn_jobs(c["jobs"])
     if "device" in c:
         check_device_key("device", c["device"])
@@ -313,6 +316,24 @@ def _shared(config: Mapping[str, Any]) -> None:
     for key in ("figures", "strict", "memory", "bounds_end_to_end"):
         if key in c:
             check_bool(key, c[key])
+
+
+def _check_engine(c: Mapping[str, Any]) -> None:
+    """The engine keys (``jobs``, ``scheduler``, ``cluster``, ``cluster_options``): a Dask
+    engine needs the ``dask`` extra, and a named scheduler must accept a connection now."""
+    from experiments.parallel import DaskEngine, check_reachable, engine
+
+    for key in ("scheduler", "cluster"):
+        if c.get(key) is not None and not isinstance(c[key], str):
+            raise UsageError(f"{key}: expected a string or None, got {c[key]!r}")
+    if c.get("cluster_options") is not None and not isinstance(c["cluster_options"], dict):
+        raise UsageError(f"cluster_options: expected a dict, got {c['cluster_options']!r}")
+    eng = engine(c.get("jobs", 0), c.get("scheduler"), c.get("cluster"), c.get("cluster_options"))
+    if isinstance(eng, DaskEngine):
+        if eng.scheduler is not None:
+            check_reachable(eng.scheduler)
+    else:
+        _warn_jobs(c.get("jobs", 0))
 
 
 #: the resident memory of one worker process (torch and the suite imported, one check running)

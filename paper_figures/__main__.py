@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subprocess.run(shlex.split(cmd), env=env, check=False)  # bounds exits 1 on findings
             try:
                 paths = build(name, find_runs(args.runs), out)
-            except MissingRecord as again:
+            except (MissingRecord, ValueError) as again:  # ValueError: shards still missing
                 msg = f"{again} (the command did not produce it)"
                 print(f"skipped {msg}", file=sys.stderr)
                 skipped.append(Skipped(name, msg, COMMANDS[name]))

@@ -341,10 +341,26 @@ def merge_map(runs: list[RunRecord]) -> tuple[dict[str, Any], list[RunRecord]]:
     if len(results) < total:
         raise ValueError(
             f"map {mid}: the shards in the records hold {len(results)} of its {total} jobs "
-            f"(runs {', '.join(r.run_id for r in shards)}); run the missing shards with "
-            "`python -m experiments.gessl_map with shard=i/n`"
+            f"(runs {', '.join(r.run_id for r in shards)}); {_missing_shards(shards)}"
         )
     return {"map_id": mid, "spec": spec, "results": results}, shards
+
+
+def _missing_shards(shards: list[RunRecord]) -> str:
+    """Which shards of a map to run still, by name (``shard=i/n``), from the shards present
+    (records of one split, ``i/n`` with one n; a whole run is ``1/1``)."""
+    present: dict[int, set[int]] = {}
+    for r in shards:
+        i, _, n = str(r.info.get("shard", "1/1")).partition("/")
+        if i.isdigit() and n.isdigit():
+            present.setdefault(int(n), set()).add(int(i))
+    if len(present) == 1:
+        ((n, have),) = present.items()
+        missing = [f"{i}/{n}" for i in range(1, n + 1) if i not in have]
+        if missing:
+            cmds = "; ".join(f"`python -m experiments.gessl_map with shard={m}`" for m in missing)
+            return f"missing shard{'s' if len(missing) > 1 else ''} {', '.join(missing)}: {cmds}"
+    return "run the missing shards with `python -m experiments.gessl_map with shard=i/n`"
 
 
 def gessl_map(runs: list[RunRecord], out: Path) -> list[Path]:
