@@ -250,6 +250,8 @@ def test_a_suite_started_local_cluster_dies_with_the_command(tmp_path, sig):
     tree = main.children(recursive=True)
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
+    # SIGTERM / SIGHUP are handled (futures cancelled, cluster closed): 143 / 129
+    assert proc.returncode == {signal.SIGKILL: -9, signal.SIGTERM: 143, signal.SIGHUP: 129}[sig]
     time.sleep(5)
     alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, [(p.pid, p.cmdline()[:4]) for p in alive]
