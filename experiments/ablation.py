@@ -25,7 +25,7 @@ from experiments.pipeline import (
     train,
 )
 from experiments.tracking import add_text_artifacts, main_entry, make_experiment
-from experiments.validation import UsageError, check_choice, check_int, validates
+from experiments.validation import UsageError, check_choice, check_gessl, check_int, validates
 from gessl.trainer import GeSSLConfig
 
 ex = make_experiment("ablation")
@@ -64,7 +64,6 @@ def table(rows: list[dict[str, Any]], parameter: str) -> str:
 
 @validates(ex)
 def _check(config: dict[str, Any]) -> None:
-    from experiments.validation import check_gessl
 
     fields = list(GeSSLConfig.__dataclass_fields__)
     check_choice("parameter", config["parameter"], fields)

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from experiments.tracking import set_progress
 from gessl.data import DatasetTasks, ImageSet, class_split, dataset_entry, load_dataset
 from gessl.eval import (
     alignment,
@@ -27,7 +26,7 @@ from gessl.eval import (
 )
 from gessl.methods import Method, build_method
 from gessl.models import build_backbone
-from gessl.progress import progress
+from gessl.progress import progress, set_progress
 from gessl.trainer import GeSSLConfig, Trainer
 
 __all__ = [

@@ -57,8 +57,7 @@ with warnings.catch_warnings():  # sacred 0.8.7 imports pkg_resources (deprecate
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     from sacred.observers.base import RunObserver
 
-from experiments.runs import AmbiguousRun, RunView
-from paper_figures.records import live_status
+from paper_figures.records import AmbiguousRun, RunView, live_status
 
 __all__ = [
     "PIP_HINT",

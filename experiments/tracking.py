@@ -30,8 +30,11 @@ with warnings.catch_warnings():  # sacred 0.8.7 imports pkg_resources (deprecate
     from sacred.observers import FileStorageObserver
     from sacred.utils import apply_backspaces_and_linefeeds
 
+from experiments.records_db import DatabaseUnavailable, connect, mask_url
+from experiments.validation import UsageError, validate
 from experiments.wandb_forwarder import WandbForwarder
 from gessl.cli import ENVIRONMENT, Preempted, environment_error, exit_status, preemption_handled
+from gessl.progress import current_progress, set_progress
 
 __all__ = [
     "AtomicFileStorageObserver",
@@ -68,7 +71,6 @@ def open_record_store(url: str | None = None, optional: bool | None = None) -> A
     :class:`experiments.records_db.DatabaseUnavailable`, or with ``optional`` prints one warning
     line on stderr and returns ``None`` (the run then has the file record only).
     """
-    from experiments.records_db import DatabaseUnavailable, connect
 
     url = url or os.environ.get("GESSL_DB_URL") or None
     if optional is None:
@@ -218,7 +220,6 @@ def make_experiment(name: str) -> Experiment:
 
     @ex.config_hook
     def _validate(config: dict, command_name: str, logger: Any) -> dict:
-        from experiments.validation import UsageError, validate
 
         known = declared_keys(ex) | {"seed"}
         for key in sorted(config):  # before any value check: a key it does not have is named
@@ -393,19 +394,9 @@ def split_db_args(argv: list[str]) -> tuple[list[str], str | None, bool]:
 def mask_db_args(argv: list[str], url: str) -> list[str]:
     """``argv`` with the database ``url`` (``--sql URL``, ``-s URL``, ``--sql=URL``) shown with
     its password masked (:func:`experiments.records_db.mask_url`)."""
-    from experiments.records_db import mask_url
 
     masked = mask_url(url)
     return [masked if a == url else f"--sql={masked}" if a == f"--sql={url}" else a for a in argv]
-
-
-_PROGRESS: dict[str, str | None] = {"where": None}
-
-
-def set_progress(where: str | None) -> None:
-    """Say where the current run is (``claim infonce_mi_bound``, ``step 120/300``): the
-    one-line message of an interruption names it."""
-    _PROGRESS["where"] = where
 
 
 def record_dir(run: Any) -> str | None:
@@ -476,8 +467,6 @@ def _run_cli(ex: Experiment, argv: list[str]) -> Any:
     from sacred.arg_parser import get_config_updates
     from sacred.utils import ConfigAddedError
 
-    from experiments.validation import UsageError
-
     short_usage, usage, internal_usage = ex.get_usage()
     try:
         args = docopt(internal_usage, [str(a) for a in argv[1:]], default_help=False)
@@ -525,7 +514,7 @@ def _run_cli(ex: Experiment, argv: list[str]) -> Any:
             break
         sys.exit(2)
     except KeyboardInterrupt as stop:
-        where = _PROGRESS["where"]
+        where = current_progress()
         record = record_dir(ex.current_run) if ex.current_run is not None else None
         msg = f"interrupted by {stop.args[0]}" if isinstance(stop, Preempted) else "interrupted"
         msg += f" at {where}" if where else ""
@@ -585,8 +574,6 @@ def main_entry(ex: Experiment, exit_code: Callable[[Any], int] | None = None) ->
         store = None
         observed = not {"-u", "--unobserved"} & set(args)
         if observed:
-            from experiments.records_db import DatabaseUnavailable
-
             try:
                 store = open_record_store(sql, optional or None)
             except DatabaseUnavailable as err:  # unreachable: the environment's (3)

@@ -21,6 +21,9 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from experiments.parallel import DaskEngine, check_reachable, default_jobs, engine
+from experiments.pipeline import evaluate
+
 __all__ = [
     "UsageError",
     "check_bool",
@@ -178,7 +181,6 @@ def check_gessl(key: str, options: Any, **extra: Any) -> None:
 
 
 def _evaluation_keys() -> dict[str, inspect.Parameter]:
-    from experiments.pipeline import evaluate
 
     params = inspect.signature(evaluate).parameters
     return {k: p for k, p in params.items() if k not in ("method", "splits", "seed")}
@@ -321,7 +323,6 @@ def _shared(config: Mapping[str, Any]) -> None:
 def _check_engine(c: Mapping[str, Any]) -> None:
     """The engine keys (``jobs``, ``scheduler``, ``cluster``, ``cluster_options``): a Dask
     engine needs the ``dask`` extra, and a named scheduler must accept a connection now."""
-    from experiments.parallel import DaskEngine, check_reachable, engine
 
     for key in ("scheduler", "cluster"):
         if c.get(key) is not None and not isinstance(c[key], str):
@@ -343,8 +344,6 @@ WORKER_MB = 420
 def _warn_jobs(jobs: int) -> None:
     """One warning line when ``jobs`` asks for more workers than this process has cores."""
     import sys
-
-    from experiments.parallel import default_jobs
 
     cores = default_jobs()
     if jobs > cores:

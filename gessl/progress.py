@@ -15,7 +15,20 @@ from typing import Any
 
 from tqdm import tqdm
 
-__all__ = ["progress", "progress_enabled"]
+__all__ = ["current_progress", "progress", "progress_enabled", "set_progress"]
+
+_WHERE: dict[str, str | None] = {"where": None}
+
+
+def set_progress(where: str | None) -> None:
+    """Say where the current run is (``claim infonce_mi_bound``, ``step 120/300``): the
+    one-line message of an interruption names it (``experiments.tracking``)."""
+    _WHERE["where"] = where
+
+
+def current_progress() -> str | None:
+    """What :func:`set_progress` said last (``None``: nothing yet)."""
+    return _WHERE["where"]
 
 
 def progress_enabled() -> bool:

@@ -1,4 +1,11 @@
-"""Reading Sacred file records (``runs/<id>/``): the only input of the figures."""
+"""The run records, read one way for every reader: the figures, ``python -m experiments.runs``
+and the PostgreSQL store (:mod:`experiments.records_db`).
+
+:class:`RunRecord` and :func:`find_runs` read Sacred file records (``runs/<id>/``), the only
+input of the figures; :class:`RunView` is one run as both stores present it (:class:`FileRuns`
+loads the file records into it, ``experiments.records_db.DatabaseRuns`` the database rows), so
+the same runs print the same text from either.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,17 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "STALE_AFTER",
+    "AmbiguousRun",
     "Coverage",
+    "FileRuns",
     "RunRecord",
+    "RunView",
     "claim_coverage",
     "find_runs",
     "latest",
@@ -204,3 +215,103 @@ def claim_coverage(runs: list[RunRecord], run: RunRecord, checked: list[str]) ->
             if cid in found and found[cid] is None and rec.get("verdict") != "provisional":
                 found[cid] = (other.run_id, str(rec.get("verdict")), str(data.get("profile", "?")))
     return Coverage(run.run_id, len(set(checked) & set(registered)), len(registered), found)
+
+
+# ----------------------------------------------------------------------------- run views
+class AmbiguousRun(LookupError):
+    """A file id recorded more than once in one database (several runs folders feeding it)."""
+
+    def __init__(self, run_id: str, choices: list[str]) -> None:
+        super().__init__(run_id, choices)
+        self.run_id = run_id
+        self.choices = choices
+
+
+@dataclass
+class RunView:
+    """One run as both stores present it (times are Sacred's naive UTC datetimes)."""
+
+    run_id: str
+    experiment: str
+    status: str
+    start_time: datetime | None
+    stop_time: datetime | None
+    command: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    fail_trace: str | None = None
+    artifacts: list[tuple[str, int | None]] = field(default_factory=list)  # (name, bytes)
+    metrics: dict[str, list[tuple[Any, Any]]] | None = None  # name → [(step, value)]; show only
+
+    @property
+    def sort_key(self) -> tuple:
+        head, _, row = self.run_id.partition("#")
+        rank = (0, int(head), "") if head.isdigit() else (1, 0, head)
+        return (*rank, int(row) if row.isdigit() else 0)
+
+    @property
+    def seconds(self) -> float | None:
+        if self.start_time is None or self.stop_time is None:
+            return None
+        return (self.stop_time - self.start_time).total_seconds()
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime) or value is None:
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+class FileRuns:
+    """The file records under one runs folder (found by :func:`find_runs`)."""
+
+    def __init__(self, runs_dir: str | Path) -> None:
+        self.root = Path(runs_dir)
+        self.where = str(runs_dir)
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
+
+    def load_runs(self) -> list[RunView]:
+        self.unreadable: list[tuple[Path, str]] = []
+        return [self._view(rec) for rec in find_runs(self.root, self.unreadable)]
+
+    def load_run(self, run_id: str) -> RunView | None:
+        view = next((v for v in self.load_runs() if v.run_id == run_id), None)
+        if view is not None:
+            metrics = read_json(self.root / run_id / "metrics.json") or {}
+            view.metrics = {
+                name: list(zip(m.get("steps", []), m.get("values", []), strict=False))
+                for name, m in metrics.items()
+            }
+        return view
+
+    @staticmethod
+    def _view(rec: Any) -> RunView:
+        run = read_json(rec.path / "run.json") or {}
+        trace = run.get("fail_trace")
+        sizes = []
+        for name in run.get("artifacts", []):
+            try:
+                sizes.append((name, (rec.path / name).stat().st_size))
+            except OSError:
+                sizes.append((name, None))
+        return RunView(
+            run_id=rec.run_id,
+            experiment=rec.experiment,
+            status=rec.status,
+            start_time=_time(run.get("start_time")),
+            stop_time=_time(run.get("stop_time")),
+            command=run.get("command"),
+            config=rec.config,
+            result=rec.result,
+            info=rec.info,
+            host=run.get("host") or {},
+            fail_trace="".join(trace) if isinstance(trace, list) else trace,
+            artifacts=sizes,
+        )
