@@ -118,13 +118,23 @@ def _claims(runs: Path) -> dict:
     return {c["claim_id"]: _untimed(c) for c in claims}
 
 
-def test_claims_and_the_map_on_a_dask_cluster_equal_one_process(tmp_path, dask_cluster):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    """The claims of :data:`CLAIMS` checked in one process (``jobs=1``): the reference."""
+    runs = tmp_path_factory.mktemp("one")
+    one = _run("bounds", runs, "profile=tiny", CLAIMS, "jobs=1", "figures=False")
+    assert one.returncode == 0, one.stderr[-2000:]
+    return _claims(runs)
+
+
+def test_claims_and_the_map_on_a_dask_cluster_equal_one_process(
+    tmp_path, dask_cluster, one_process
+):
     address, _ = dask_cluster
-    one = _run("bounds", tmp_path / "one", "profile=tiny", CLAIMS, "jobs=1", "figures=False")
     far = _run("bounds", tmp_path / "far", "profile=tiny", CLAIMS, f"scheduler={address}",
                "figures=False")  # fmt: skip
-    assert one.returncode == 0 and far.returncode == 0, far.stderr[-2000:]
-    a, b = _claims(tmp_path / "one"), _claims(tmp_path / "far")
+    assert far.returncode == 0, far.stderr[-2000:]
+    a, b = one_process, _claims(tmp_path / "far")
     assert len(a) == 6 and a == b  # verdicts and every number
     info = json.loads((_only_run(tmp_path / "far") / "run.json").read_text())
     assert info["result"]["jobs"] == f"dask scheduler {address}"
@@ -139,7 +149,9 @@ def test_claims_and_the_map_on_a_dask_cluster_equal_one_process(tmp_path, dask_c
     assert len(ma) > 0 and _untimed(ma) == _untimed(mb)
 
 
-def test_a_worker_killed_mid_run_is_replaced_and_the_numbers_stay(tmp_path, dask_cluster):
+def test_a_worker_killed_mid_run_is_replaced_and_the_numbers_stay(
+    tmp_path, dask_cluster, one_process
+):
     address, workers = dask_cluster
     runs = tmp_path / "far"
     proc = subprocess.Popen(
@@ -161,20 +173,20 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_numbers_stay(tmp_path, dask
         stderr=subprocess.PIPE,
         text=True,
     )
-    # kill one worker while units are running on it
-    with distributed.Client(address, timeout="30s") as client:
-        deadline = time.time() + 120
-        while not any(client.processing().values()):
-            assert time.time() < deadline and proc.poll() is None, "no unit ever started"
-            time.sleep(0.05)
+    # kill one worker while a unit is running on it
     victim = psutil.Process(workers[0].pid)
+    pids = {victim.pid, *(p.pid for p in victim.children(recursive=True))}
+    with distributed.Client(address, timeout="30s") as client:
+        (mine,) = [a for a, pid in client.run(os.getpid).items() if pid in pids]
+        deadline = time.time() + 120
+        while not client.processing(workers=[mine])[mine]:
+            assert time.time() < deadline and proc.poll() is None, "no unit reached the victim"
+            time.sleep(0.05)
     for p in [*victim.children(recursive=True), victim]:
         p.kill()  # SIGKILL: the worker (and its nanny) die mid-unit
     _out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err[-2000:]
-    one = _run("bounds", tmp_path / "one", "profile=tiny", CLAIMS, "jobs=1", "figures=False")
-    assert one.returncode == 0
-    assert _claims(runs) == _claims(tmp_path / "one")
+    assert _claims(runs) == one_process
 
 
 def test_an_unreachable_scheduler_or_a_missing_extra_is_one_line_and_no_record(tmp_path):
