@@ -181,7 +181,8 @@ def engine(
     local worker processes (``jobs``; 0 = one per core), or a :class:`DaskEngine` when a
     scheduler (the key, else ``$GESSL_DASK_SCHEDULER``) or a cluster is named. ``ValueError``
     (one line) for both at once, an unknown cluster, or a missing ``dask`` extra."""
-    scheduler = scheduler or (os.environ.get(SCHEDULER_ENV) or None if cluster is None else None)
+    if scheduler is None and cluster is None:
+        scheduler = os.environ.get(SCHEDULER_ENV) or None
     if scheduler is not None and cluster is not None:
         raise ValueError("scheduler and cluster: name a running scheduler or a cluster, not both")
     if cluster is not None and cluster not in CLUSTERS:

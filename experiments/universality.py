@@ -69,7 +69,7 @@ from gessl.eval.protocols import (
     tuned_probe,
 )
 from gessl.progress import progress
-from theory.paired import holm, paired_test
+from theory.paired import PairedTest, correct, paired_test
 
 ex = make_experiment("universality")
 
@@ -456,7 +456,7 @@ def summarise(results: list[dict[str, Any]], metrics: list[str]) -> dict[str, An
                 **{k: _interval([r["metrics"][k] for r in sel]) for k in metrics},
             }
         )
-    tests = []
+    found: list[tuple[dict[str, Any], PairedTest]] = []  # (labels, test)
     for method in dict.fromkeys(m for m, _ in keys):
         by_mode = {
             mode: {
@@ -472,20 +472,17 @@ def summarise(results: list[dict[str, Any]], metrics: list[str]) -> dict[str, An
             seeds = sorted(set(by_mode[a]) & set(by_mode[b]))
             for k in metrics:
                 diffs = [by_mode[a][s][k] - by_mode[b][s][k] for s in seeds]
-                t = paired_test(f"{method} {k}: {a} − {b}", diffs).to_dict()
                 primary = (a, b) == ("gessl", "plain") and k in PRIMARY.values()
-                tests.append({"method": method, "metric": k, "contrast": f"{a}-{b}",
-                              "primary": primary, **t})  # fmt: skip
-    family = [t for t in tests if t["primary"]]
-    for t, adj in zip(family, holm([t["p"] for t in family])):
-        t["p_holm"] = adj
-        t["significant"] = adj < 0.05
-        t["direction"] = ("higher" if t["mean"] > 0 else "lower") if adj < 0.05 else "n.s."
-    for t in tests:
-        if not t["primary"]:
-            t["p_holm"] = None  # secondary: uncorrected p only
-            t["significant"] = None
-            t["direction"] = "secondary"
+                labels = {"method": method, "metric": k, "contrast": f"{a}-{b}", "primary": primary}
+                found.append((labels, paired_test(f"{method} {k}: {a} − {b}", diffs)))
+    family = [t for labels, t in found if labels["primary"]]
+    correct(family)  # Holm over the primary family only
+    tests = []
+    for labels, t in found:
+        d = {**labels, **t.to_dict()}
+        if not labels["primary"]:  # secondary: uncorrected p only
+            d.update(p_holm=None, significant=None, direction="secondary")
+        tests.append(d)
     return {"rows": rows, "tests": tests, "family_size": len(family)}
 
 

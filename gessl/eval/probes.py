@@ -23,6 +23,7 @@ __all__ = [
     "features",
     "few_shot",
     "knn_accuracy",
+    "knn_predict",
     "linear_probe",
 ]
 
@@ -95,13 +96,33 @@ def knn_accuracy(
     if k < 1 or temperature <= 0:
         raise ValueError("k must be >= 1 and temperature > 0")
     k = min(k, len(train_x))
-    a, b = F.normalize(test_x, dim=1), F.normalize(train_x, dim=1)
-    sim, idx = (a @ b.T).topk(k, dim=1)
     n_cls = int(max(train_y.max(), test_y.max())) + 1
-    votes = torch.zeros(len(test_x), n_cls)
-    votes.scatter_add_(1, train_y.long()[idx], torch.exp(sim / temperature))
-    acc = float((votes.argmax(1) == test_y).float().mean())
+    pred = knn_predict(test_x, train_x, train_y, k, temperature, n_cls)
+    acc = float((pred == test_y).float().mean())
     return {"accuracy": acc, "k": k, "temperature": temperature}
+
+
+def knn_predict(
+    queries: Tensor,
+    bank: Tensor,
+    bank_y: Tensor,
+    k: int,
+    temperature: float,
+    classes: int,
+    leave_one_out: bool = False,
+) -> Tensor:
+    """The class each query gets from its ``k`` nearest ``bank`` features by cosine, each
+    voting with weight ``exp(cos / temperature)`` (Wu et al. 2018). ``leave_one_out``: the
+    queries are the bank itself and a sample is not its own neighbour."""
+    a, b = F.normalize(queries, dim=1), F.normalize(bank, dim=1)
+    sim = a @ b.T
+    if leave_one_out:
+        sim.fill_diagonal_(-float("inf"))
+    k = min(k, len(bank) - (1 if leave_one_out else 0))
+    top, idx = sim.topk(k, dim=1)
+    votes = torch.zeros(len(queries), classes)
+    votes.scatter_add_(1, bank_y.long()[idx], torch.exp(top / temperature))
+    return votes.argmax(1)
 
 
 @dataclass(frozen=True)

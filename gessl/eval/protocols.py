@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gessl.eval.probes import knn_predict
+
 __all__ = [
     "FEW_SHOT_GRID",
     "KNN_GRID",
@@ -234,20 +236,6 @@ def label_efficiency(
     return out
 
 
-def _knn_scores(
-    queries: Tensor, bank: Tensor, bank_y: Tensor, k: int, t: float, classes: int, loo: bool
-) -> Tensor:
-    a, b = F.normalize(queries.float(), dim=1), F.normalize(bank.float(), dim=1)
-    sim = a @ b.T
-    if loo:  # leave one out: a training sample is not its own neighbour
-        sim.fill_diagonal_(-float("inf"))
-    k = min(k, len(bank) - (1 if loo else 0))
-    top, idx = sim.topk(k, dim=1)
-    votes = torch.zeros(len(queries), classes)
-    votes.scatter_add_(1, bank_y.long()[idx], torch.exp(top / t))
-    return votes.argmax(1)
-
-
 def tuned_knn(
     train_x: Tensor,
     train_y: Tensor,
@@ -265,12 +253,12 @@ def tuned_knn(
     fit, val = stratified_split(ytr, val_fraction, seed)
     scores = []
     for k, t in grid:
-        pred = _knn_scores(train_x[val], train_x[fit], ytr[fit], k, t, ncls, False)
+        pred = knn_predict(train_x[val], train_x[fit], ytr[fit], k, t, ncls)
         scores.append(float((pred == ytr[val]).float().mean()))
     best = int(np.argmax(scores))
     k, t = grid[best]
-    train_pred = _knn_scores(train_x, train_x, ytr, k, t, ncls, True)
-    test_pred = _knn_scores(test_x, train_x, ytr, k, t, ncls, False)
+    train_pred = knn_predict(train_x, train_x, ytr, k, t, ncls, leave_one_out=True)
+    test_pred = knn_predict(test_x, train_x, ytr, k, t, ncls)
     return {
         "train": float((train_pred == ytr).float().mean()),
         "test": float((test_pred == yte).float().mean()),
